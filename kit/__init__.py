@@ -1,0 +1,14 @@
+"""kit: a research kit for metamorphic neural networks (NeuMeta, paper 002; HTTY, paper 000).
+
+Modules, one concept each:
+  config    run configuration dataclasses and the named profiles (smoke, quick, full, paper)
+  data      datasets in memory, on-device augmentation (Fashion-MNIST, CIFAR-10/100)
+  models    CIFAR ResNets with per-block hidden widths, BatchNorm folding, cost counts
+  train     the shared training loop and the prior trainer
+  plots     figures used by the notebooks
+  pipeline  runs the numbered notebooks headlessly with papermill
+  bench     benchmarks (`python -m kit bench …`)
+  io        atomic checkpoints and JSON records;  runtime  device, seeds, provenance
+Importing kit never imports torchvision.
+"""
+__version__ = "0.1.0"

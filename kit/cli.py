@@ -1,0 +1,113 @@
+"""Command line: `python -m kit <command>` (also installed as `kit`).
+
+  pipeline     run the numbered notebooks headlessly (papermill), in order
+  train-prior  train the prior network without a notebook
+  bench        benchmarks (`bench prior`)
+  data         check that a dataset is available (fetch CIFAR when the network allows)
+Errors the user can fix are printed as one sentence, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kit.errors import KitError
+
+PROFILES = ("smoke", "quick", "full", "paper")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="quick", help="smoke | quick | full | paper (default quick)")
+    p.add_argument("--dataset", default=None, help="fashion-mnist | cifar10 | cifar100 (default: the profile's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m kit", description="Research kit for metamorphic neural networks.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("pipeline", help="run the numbered notebooks headlessly with papermill")
+    _common(p)
+    p.add_argument("--out", default=None, help="run folder (default results/<profile>-<dataset>)")
+    p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers, e.g. --only 01")
+    p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell (default: no limit)")
+
+    p = sub.add_parser("train-prior", help="train the prior ResNet (what notebook 01 does)")
+    _common(p)
+    p.add_argument("--out", required=True, help="output folder for prior.pt, checkpoint.pt, metrics.json")
+    p.add_argument("--depth", type=int, help="ResNet depth 6n+2 (default: the profile's)")
+    p.add_argument("--width", type=int, help="first-stage width (default: the profile's)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the profile's)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="any other config field, e.g. optim.lr=0.05 data.batch_size=256")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+
+    p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
+    p.add_argument("what", choices=["prior"], help="prior: training throughput against a bare PyTorch loop")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20, help="steps per round (default 20)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+
+    p = sub.add_parser("data", help="check that a dataset is available (downloads CIFAR when possible)")
+    p.add_argument("name", choices=DATASETS)
+    p.add_argument("--root", default="data", help="dataset folder (default data/ in the project)")
+    return ap
+
+
+def _parse_value(text: str):
+    import json
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare string such as cifar10
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint.", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.command == "pipeline":
+        from kit import pipeline
+        dataset = args.dataset or "fashion-mnist"
+        out = Path(args.out or f"results/{args.profile}-{dataset}").resolve()
+        records = pipeline.run(args.profile, dataset, out, args.device, args.seed, args.only, timeout=args.timeout)
+        print(f"pipeline finished: {len(records)} notebook(s) in {sum(r['seconds'] for r in records):.0f} s -> {out}")
+    elif args.command == "train-prior":
+        from kit import config as C
+        from kit import io, train
+        overrides = {"seed": args.seed, "runtime.device": args.device, "data.name": args.dataset,
+                     "model.depth": args.depth, "model.width": args.width, "optim.epochs": args.epochs}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise KitError(f"--set takes KEY=VALUE pairs; got {item!r}.")
+            overrides[key] = _parse_value(value)
+        cfg = C.build(C.PriorConfig, args.profile, overrides)
+        out = Path(args.out).resolve()
+        result = train.train_prior(cfg, out, resume=not args.no_resume)
+        io.write_metrics(out, result.metrics, cfg)
+        print(f"prior: test accuracy {result.metrics['test_accuracy']:.4f} (epoch {result.metrics['best_epoch']}, "
+              f"{result.metrics['parameters']:,} parameters) -> {result.checkpoint}")
+    elif args.command == "bench":
+        from kit import bench
+        bench.print_prior(bench.bench_prior(args.device, args.batch_size, args.steps, args.rounds))
+    elif args.command == "data":
+        from kit import config as C
+        from kit import data as D
+        d = D.load(C.DataConfig(name=args.name, root=args.root, batch_size=1))
+        sizes = ", ".join(f"{k} {len(s)}" for k, s in d.splits.items())
+        print(f"{args.name}: {d.num_classes} classes, images {d.input_shape}, {sizes}")
+    return 0

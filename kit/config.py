@@ -1,0 +1,178 @@
+"""Run configuration: dataclasses with units, strict validation and named profiles.
+
+A config is built from a named profile plus explicit overrides, never from loose globals:
+
+    cfg = kit.config.build(kit.config.PriorConfig, "quick", {"optim.epochs": 3})
+
+Unknown keys, wrong types and unknown profiles stop with one sentence naming the problem.
+Profiles (`PROFILES`):
+  smoke  seconds on a CPU; what the tests and the notebook smoke runs use
+  quick  the default main job (`make run`): the whole pipeline in under 25 minutes on 2 CPU cores
+  full   a real Fashion-MNIST reproduction: CPU hours, GPU minutes
+  paper  the papers' CIFAR-100 ResNet-56 settings (HTTY paper 000 sec. 4.1), for a GPU
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from kit.errors import KitError
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"  # dataset: 'fashion-mnist', 'cifar10' or 'cifar100'
+    root: str = "data"  # folder for dataset files the user places or downloads (relative: from the project root)
+    val_size: int = 5000  # images held out of the training split for model selection (stratified by class)
+    train_limit: int = 0  # keep only this many training images, class-balanced (0 = all); for smoke runs
+    test_limit: int = 0  # keep only this many test images, class-balanced (0 = all); for smoke runs
+    batch_size: int = 128  # images per optimiser step
+    eval_batch_size: int = 1000  # images per forward pass when evaluating
+    crop_padding: int = 2  # pixels of zero padding for random-crop augmentation (0 = no crop)
+    flip: bool = True  # random horizontal flips (clothes and CIFAR objects are left-right symmetric)
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 20  # CIFAR ResNet depth, 6n+2 (8, 20, 32, 44, 56, 110): n blocks per stage
+    width: int = 16  # channels of the first stage; the three stages have width·(1, 2, 4)
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 4  # passes over the training split
+    lr: float = 0.1  # peak learning rate of SGD, reached at the end of warm-up
+    momentum: float = 0.9  # SGD momentum coefficient
+    nesterov: bool = True  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 coefficient applied by SGD to conv/linear weights (not biases or BN)
+    warmup_epochs: float = 0.5  # epochs of linear warm-up from 0 to lr (fractions allowed)
+    final_lr_ratio: float = 0.0  # cosine decays to lr·final_lr_ratio at the last step
+    label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
+    grad_clip: float = 0.0  # max global gradient norm (0 = no clipping)
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # 'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'
+    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU, which runs float32
+    channels_last: bool = True  # NHWC memory layout: about 20% faster convolutions on CPU and GPU
+    progress: bool = True  # tqdm progress bar over the batches of each epoch (one log line per epoch either way)
+
+
+@dataclass
+class PriorConfig:
+    """Training of the prior (teacher) network: notebook 01 and `python -m kit train-prior`."""
+
+    SECTION: ClassVar[str] = "prior"
+    profile: str = "quick"  # name of the profile these values started from (recorded, not used)
+    seed: int = 0  # seeds model initialisation, the validation split, batch order and augmentation
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# Each profile maps a config SECTION to nested overrides of the dataclass defaults.
+PROFILES: dict[str, dict[str, dict]] = {
+    "smoke": {
+        "prior": {
+            "data": {"val_size": 200, "train_limit": 1200, "test_limit": 500, "batch_size": 64, "eval_batch_size": 500},
+            "model": {"depth": 8, "width": 8},
+            "optim": {"epochs": 2, "lr": 0.05, "warmup_epochs": 0.5},
+            "runtime": {"progress": False},
+        },
+    },
+    "quick": {
+        "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
+    },
+    "full": {
+        "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 30, "warmup_epochs": 1.0}},
+    },
+    "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
+        "prior": {
+            "data": {"name": "cifar100", "crop_padding": 4},
+            "model": {"depth": 56, "width": 16},
+            "optim": {"epochs": 200, "lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 1.0},
+        },
+    },
+}
+
+
+def build(cls: type, profile: str = "quick", overrides: dict[str, Any] | None = None):
+    """Config of type `cls` from a profile, then `overrides` (dotted keys like 'optim.epochs' or nested
+    dicts). An override whose value is None keeps the profile's value (notebook parameters use None
+    for 'profile default')."""
+    if profile not in PROFILES:
+        raise KitError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    values = copy.deepcopy(PROFILES[profile].get(cls.SECTION, {}))
+    values["profile"] = profile
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _merge(values, _nest(key, value))
+    return from_dict(cls, values)
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = ""):
+    """Build dataclass `cls` from a (nested) dict, rejecting unknown keys and wrong types."""
+    if not isinstance(values, dict):
+        raise KitError(f"Config section {where or cls.__name__!r} must be a mapping, got {type(values).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise KitError(f"Unknown config key {where + unknown[0]!r}; valid keys here are: {', '.join(fields)}.")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _check(hints[name], value, where + name)
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict of a config, for JSON records and checkpoints."""
+    return dataclasses.asdict(cfg)
+
+
+def _check(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise KitError(f"Config key {key!r} must be a list, got {value!r}.")
+        (item,) = set(typing.get_args(hint)) - {Ellipsis} or {Any}
+        checked = [_check(item, v, key) for v in value]
+        return tuple(checked) if origin is tuple else checked
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise KitError(f"Config key {key!r} must be {hint.__name__}, got {value!r} ({type(value).__name__}).")
+    return value
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def _merge(into: dict, new: dict) -> dict:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into

@@ -1,0 +1,89 @@
+"""Atomic files: checkpoints, JSON records and figures are never left half-written.
+
+Every write goes to a temporary file in the same folder and is then renamed over the
+target (`os.replace` is atomic on POSIX and Windows), so a run killed at any moment leaves
+either the old file or the new one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from kit.errors import KitError
+
+
+def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """torch.save, atomically."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_torch(path: str | Path, what: str = "checkpoint") -> Any:
+    """torch.load on the CPU, with one clear sentence when the file is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"No {what} at {path}; run the step that writes it first (or fix the path).")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise KitError(f"The {what} at {path} cannot be read ({type(err).__name__}); delete it and rerun.") from None
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Pretty JSON, atomically; numbers that JSON cannot hold are an error, not NaN text."""
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_jsonable)
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def read_json(path: str | Path, what: str = "record") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"No {what} at {path}; run the notebook that writes it first.")
+    return json.loads(path.read_text())
+
+
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    """fig.savefig, atomically; the format comes from the target's suffix."""
+    path = Path(path)
+    return _atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight", **kwargs))
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "item"):  # numpy / torch scalars
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"cannot write {type(x).__name__} to JSON")
+
+
+def write_metrics(out_dir: str | Path, metrics: dict, config=None, **extra) -> Path:
+    """out_dir/metrics.json: the run's metrics, plus its config, seed and provenance (versions, git revision)."""
+    import dataclasses
+
+    from kit.runtime import provenance
+
+    record = dict(metrics)
+    if config is not None:
+        record["config"] = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        record["seed"] = record["config"].get("seed")
+    record.update(extra)
+    record["provenance"] = provenance()
+    return write_json(record, Path(out_dir) / "metrics.json")

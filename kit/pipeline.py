@@ -1,0 +1,82 @@
+"""Runs the numbered notebooks headlessly with papermill, in order of their number.
+
+    python -m kit pipeline --profile quick --dataset fashion-mnist --out results/<run>
+
+Each notebook `notebooks/NN_name.ipynb` is executed into `results/<run>/NN_name/NN_name.ipynb`
+(the executed notebook is the lab record) and writes its artifacts beside it. A notebook gets,
+among PROFILE, DATASET, SEED, DEVICE, OUT_DIR (its own folder) and RUN_DIR (the run's folder),
+those it declares in its `parameters` cell. Cell output streams to the terminal; the first failing
+notebook stops the run with its name and cell. `pipeline.json` in the run folder records what ran.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+from kit import io
+from kit.errors import KitError
+from kit.runtime import PROJECT_ROOT, provenance
+
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+_NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
+
+
+def discover(folder: str | Path = NOTEBOOKS) -> list[Path]:
+    """The numbered notebooks of `folder`, in order of their number."""
+    found = sorted(p for p in Path(folder).glob("*.ipynb") if _NUMBERED.match(p.name))
+    if not found:
+        raise KitError(f"No numbered notebooks (NN_name.ipynb) in {folder}; run from a checkout of the kit.")
+    return found
+
+
+def run(profile: str = "quick", dataset: str = "fashion-mnist", out: str | Path = "results/quick",
+        device: str = "auto", seed: int = 0, only: list[str] | None = None,
+        folder: str | Path = NOTEBOOKS, timeout: int | None = None) -> list[dict]:
+    """Execute the numbered notebooks (or those whose number is in `only`); returns one record each."""
+    import papermill as pm  # imported here: `import kit` stays light
+
+    from kit.config import PROFILES
+    from kit.data import DATASETS
+    if profile not in PROFILES:
+        raise KitError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    if dataset not in DATASETS:
+        raise KitError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
+    out = Path(out).resolve()
+    notebooks = discover(folder)
+    if only:
+        notebooks = [p for p in notebooks if p.name[:2] in only]
+        if not notebooks:
+            raise KitError(f"No notebook numbered {', '.join(only)} in {folder}.")
+    offered = {"PROFILE": profile, "DATASET": dataset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(out)}
+    records: list[dict] = []
+    for i, notebook in enumerate(notebooks, 1):
+        nb_out = out / notebook.stem
+        declared = pm.inspect_notebook(str(notebook))
+        params = {k: v for k, v in {**offered, "OUT_DIR": str(nb_out)}.items() if k in declared}
+        print(f"[pipeline {i}/{len(notebooks)}] {notebook.stem}  ({', '.join(f'{k}={v}' for k, v in params.items())})",
+              flush=True)
+        executed = nb_out / notebook.name
+        nb_out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
+                                kernel_name="python3", progress_bar=False, log_output=False,
+                                stdout_file=sys.stdout, stderr_file=sys.stderr, execution_timeout=timeout)
+        except pm.PapermillExecutionError as err:
+            records.append({"notebook": notebook.stem, "status": "failed", "seconds": time.perf_counter() - t0})
+            _write_summary(out, profile, dataset, seed, device, records)
+            raise KitError(f"Notebook {notebook.stem} failed in cell {err.exec_count} ({err.ename}: "
+                           f"{err.evalue.strip()}); the executed notebook is {executed}.") from None
+        seconds = time.perf_counter() - t0
+        records.append({"notebook": notebook.stem, "status": "ok", "seconds": round(seconds, 1),
+                        "parameters": params, "executed": str(executed)})
+        _write_summary(out, profile, dataset, seed, device, records)
+        print(f"[pipeline {i}/{len(notebooks)}] {notebook.stem} done in {seconds:.0f} s -> {nb_out}", flush=True)
+    return records
+
+
+def _write_summary(out: Path, profile, dataset, seed, device, records) -> None:
+    io.write_json({"profile": profile, "dataset": dataset, "seed": seed, "device": device,
+                   "notebooks": records, "provenance": provenance()}, out / "pipeline.json")

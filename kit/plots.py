@@ -1,0 +1,50 @@
+"""Figures the notebooks draw: one function per figure, each returning a matplotlib Figure.
+
+Plots take plain records (lists of dicts, as the trainers' histories and metrics.json hold them),
+so they work the same on a live run and on results read back from disk.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+
+def style() -> None:
+    """The kit's look: seaborn 'whitegrid', readable font sizes."""
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def training_curves(history: list[dict], title: str = "Prior training") -> plt.Figure:
+    """Loss and accuracy (train / val / test) against epoch."""
+    style()
+    df = pd.DataFrame(history)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(df["epoch"], df["loss"], marker="o", label="train (augmented)")
+    ax_loss.plot(df["epoch"], df["val_loss"], marker="o", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    for key, label in (("train_accuracy", "train (augmented)"), ("val_accuracy", "validation"), ("test_accuracy", "test")):
+        ax_acc.plot(df["epoch"], 100 * df[key], marker="o", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images, labels, classes: list[str], n: int = 16) -> plt.Figure:
+    """A grid of the first n images (uint8 (N, C, H, W)) with their class names."""
+    style()
+    cols = min(n, 8)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows))
+    for ax, img, lab in zip(axes.flat, images[:n].cpu(), labels[:n].cpu()):
+        img = img.permute(1, 2, 0).squeeze(-1).numpy()
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        ax.set_title(classes[int(lab)], fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,231 @@
+"""The one training loop of the kit, and the prior (teacher) trainer built on it.
+
+`fit(task, data, …)` owns everything every trainer shares: the optimiser and its warm-up +
+cosine schedule (per step), bf16 autocast on CUDA, gradient clipping, a tqdm bar per epoch and
+one log line per epoch, evaluation on the validation split (model selection) and on the test
+split (reported only), an atomic checkpoint after every epoch, and exact resumption of a killed
+run. A trainer is a `Task`: the module it trains, its loss on a batch and its evaluation. The
+prior below is the plain classifier task (SGD + Nesterov, paper 002 sec. 4.1 uses such priors);
+later trainers (NeuMeta, HTTY, individually trained baselines) are other tasks on this loop.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from kit import config as C
+from kit import data as D
+from kit import io, models
+from kit.errors import KitError
+from kit.runtime import autocast, pick_device, provenance, seed_everything
+
+
+class Task:
+    """What `fit` trains. Subclasses set `module` and override `loss` (and `evaluate` when needed)."""
+
+    module: nn.Module
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Weight decay on weight matrices and kernels only, never on biases, norms or scalars."""
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        rest = [p for p in params if p.ndim <= 1]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scalar loss, logits (B, classes)) of one training batch."""
+        raise NotImplementedError
+
+    def evaluate(self, data: D.Data, split: str) -> dict[str, float]:
+        """Metrics on a split; 'accuracy' (a fraction) drives model selection on 'val'."""
+        return evaluate(self.module, data, split)
+
+
+class ClassifierTask(Task):
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
+        self.module, self.label_smoothing = model, label_smoothing
+
+    def loss(self, x, y):
+        logits = self.module(x)
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: D.Data, split: str = "test", channels_last: bool = True) -> dict[str, float]:
+    """Accuracy (fraction) and mean cross-entropy of `model` on a split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for x, y in data.eval_batches(split):
+        with autocast(data.device):
+            logits = model(x.contiguous(memory_format=fmt)).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    model.train(was_training)
+    return {"accuracy": correct / n, "loss": loss_sum / n}
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, final_ratio: float) -> Callable[[int], float]:
+    """Multiplier of the peak lr at a step: linear warm-up from 0, then cosine down to final_ratio."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return factor
+
+
+def make_optimizer(task: Task, optim: C.OptimConfig, steps_per_epoch: int):
+    opt = torch.optim.SGD(task.parameter_groups(optim.weight_decay), lr=optim.lr,
+                          momentum=optim.momentum, nesterov=optim.nesterov)
+    total = optim.epochs * steps_per_epoch
+    warmup = max(1, round(optim.warmup_epochs * steps_per_epoch))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, optim.final_lr_ratio))
+
+
+def train_step(task: Task, opt: torch.optim.Optimizer, x, y, device: torch.device, amp: bool,
+               grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step; returns the (detached) loss and logits."""
+    opt.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        loss, logits = task.loss(x, y)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(task.module.parameters(), grad_clip)
+    opt.step()
+    return loss.detach(), logits.detach()
+
+
+def run_epoch(task: Task, opt, sched, batches, device: torch.device, runtime: C.RuntimeConfig,
+              grad_clip: float = 0.0) -> dict[str, float]:
+    """Train on every batch of `batches` (any iterable of (x, y)); mean loss and accuracy over them."""
+    fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    task.module.train()
+    loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    for x, y in batches:
+        loss, logits = train_step(task, opt, x.contiguous(memory_format=fmt), y, device, runtime.amp, grad_clip)
+        sched.step()
+        loss_sum += loss.float() * len(y)  # stays on the device: no sync per step
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return {"loss": (loss_sum / seen).item(), "accuracy": (correct / seen).item(), "images": seen}
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    best_epoch: int = 0  # epoch (1-based) with the highest validation accuracy
+    best_state: dict = field(default_factory=dict)  # module state at best_epoch
+    seconds: float = 0.0  # training wall time, summed over resumed parts
+
+
+def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig, checkpoint: str | Path,
+        generator: torch.Generator, resume: bool = True, fingerprint: dict | None = None,
+        on_epoch_end: Callable[[int, list[dict]], None] | None = None, desc: str = "train") -> FitResult:
+    """Train `task` for optim.epochs, checkpointing to `checkpoint` after every epoch.
+
+    With resume=True an existing checkpoint (whose `fingerprint` must match) is continued from the
+    epoch after the last one saved, with the optimiser, schedule and data-order generator restored,
+    so the result equals that of an uninterrupted run."""
+    device, checkpoint = data.device, Path(checkpoint)
+    fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    task.module.to(device=device, memory_format=fmt)
+    steps = data.num_batches("train")
+    opt, sched = make_optimizer(task, optim, steps)
+    result, start = FitResult(), 1
+    if resume and checkpoint.exists():
+        state = io.load_torch(checkpoint, "training checkpoint")
+        if state.get("fingerprint") != fingerprint:
+            raise KitError(f"The checkpoint {checkpoint} was written by a run with other settings; "
+                           "delete it (or pick another output folder) to start afresh, or rerun with its settings.")
+        models.load_weights(task.module, state["module"], f"checkpoint {checkpoint}")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        result = FitResult(state["history"], state["best_epoch"], state["best_state"], state["seconds"])
+        start = len(result.history) + 1
+        if start <= optim.epochs:
+            tqdm.write(f"{desc}: resuming from {checkpoint} after epoch {start - 1}")
+    best_acc = max((r["val_accuracy"] for r in result.history), default=-1.0)
+    for epoch in range(start, optim.epochs + 1):
+        t0 = time.perf_counter()
+        bar = tqdm(data.train_batches(generator), total=steps, desc=f"{desc} {epoch}/{optim.epochs}",
+                   leave=False, disable=not runtime.progress)
+        stats = run_epoch(task, opt, sched, bar, device, runtime, optim.grad_clip)
+        train_seconds = time.perf_counter() - t0
+        val, test = task.evaluate(data, "val"), task.evaluate(data, "test")
+        row = {"epoch": epoch, "loss": stats["loss"], "train_accuracy": stats["accuracy"],
+               "val_accuracy": val["accuracy"], "val_loss": val["loss"], "test_accuracy": test["accuracy"],
+               "test_loss": test["loss"], "lr": sched.get_last_lr()[0], "seconds": train_seconds,
+               "images_per_second": stats["images"] / train_seconds}
+        result.history.append(row)
+        result.seconds += time.perf_counter() - t0
+        if val["accuracy"] >= best_acc:  # ties go to the later (lower-lr) epoch
+            best_acc, result.best_epoch = val["accuracy"], epoch
+            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in task.module.state_dict().items()}
+        io.save_torch({"fingerprint": fingerprint, "module": task.module.state_dict(), "optimizer": opt.state_dict(),
+                       "scheduler": sched.state_dict(), "generator": generator.get_state(),
+                       "torch_rng": torch.get_rng_state(), "history": result.history,
+                       "best_epoch": result.best_epoch, "best_state": result.best_state,
+                       "seconds": result.seconds}, checkpoint)
+        tqdm.write(f"{desc} epoch {epoch}/{optim.epochs}: loss {row['loss']:.4f}  train {row['train_accuracy']:.4f}  "
+                   f"val {row['val_accuracy']:.4f}  test {row['test_accuracy']:.4f}  "
+                   f"{train_seconds:.1f}s ({row['images_per_second']:.0f} img/s)")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, result.history)
+    return result
+
+
+# ---------------------------------------------------------------- the prior network
+
+@dataclass
+class PriorResult:
+    model: nn.Module  # the selected (best validation) network, in eval mode, on the CPU
+    history: list[dict]
+    metrics: dict  # test_accuracy, val_accuracy, best_epoch, parameters, macs, seconds
+    checkpoint: Path  # prior.pt: arch + weights + config + metrics
+
+
+def train_prior(cfg: C.PriorConfig, out_dir: str | Path, resume: bool = True,
+                on_epoch_end: Callable[[int, list[dict]], None] | None = None) -> PriorResult:
+    """Train the prior ResNet of `cfg` and write out_dir/prior.pt (the model selected on validation)."""
+    out_dir = Path(out_dir)
+    device = pick_device(cfg.runtime.device)
+    generator = seed_everything(cfg.seed)
+    data = D.load(cfg.data, device, cfg.seed)
+    model = models.resnet(cfg.model.depth, cfg.model.width, data.input_shape[0], data.num_classes)
+    fingerprint = {k: v for k, v in C.to_dict(cfg).items() if k not in ("runtime", "profile")}
+    result = fit(ClassifierTask(model, cfg.optim.label_smoothing), data, cfg.optim, cfg.runtime,
+                 out_dir / "checkpoint.pt", generator, resume, fingerprint, on_epoch_end, desc="prior")
+    model.load_state_dict(result.best_state)
+    test = evaluate(model, data, "test", cfg.runtime.channels_last)
+    best = result.history[result.best_epoch - 1]
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    metrics = {"test_accuracy": test["accuracy"], "val_accuracy": best["val_accuracy"],
+               "best_epoch": result.best_epoch, "epochs": cfg.optim.epochs,
+               **models.cost(model, data.input_shape), "seconds": result.seconds}
+    path = io.save_torch({"arch": model.arch, "state_dict": model.state_dict(), "config": C.to_dict(cfg),
+                          "dataset": data.name, "input_shape": data.input_shape, "metrics": metrics,
+                          "provenance": provenance(device)}, out_dir / "prior.pt")
+    return PriorResult(model, result.history, metrics, path)
+
+
+def load_prior(path: str | Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, the whole record) from a prior.pt written by `train_prior`."""
+    record = io.load_torch(path, "prior checkpoint")
+    if not isinstance(record, dict) or "arch" not in record:
+        raise KitError(f"{path} is not a prior checkpoint written by kit.train.train_prior; point at a prior.pt.")
+    model = models.from_arch(record["arch"])
+    models.load_weights(model, record["state_dict"], f"prior checkpoint {path}")
+    return model.eval(), record

@@ -1,0 +1,76 @@
+"""Notebooks: committed stripped with a parameters cell; each runs through the pipeline on `smoke`."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kit import io, pipeline
+from kit.errors import KitError
+from kit.runtime import PROJECT_ROOT
+
+NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stripped_and_parameterised(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks stripped"
+    tagged = [i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert nb["cells"][0]["cell_type"] == "markdown" and "contract" in "".join(nb["cells"][0]["source"]).lower()
+    params = "".join(nb["cells"][tagged[0]]["source"])
+    for line in params.splitlines():  # literals only: NAME = literal  # comment
+        stripped = line.split("#")[0].strip()
+        if stripped:
+            name, _, value = stripped.partition("=")
+            assert name.strip().isupper(), line
+            compile(value, "<parameter>", "eval")
+            assert "(" not in value, f"calls are not literals: {line}"
+
+
+def test_discover_orders_by_number():
+    assert [p.name[:2] for p in pipeline.discover()] == sorted(p.name[:2] for p in NOTEBOOKS)
+
+
+@pytest.mark.notebook
+def test_pipeline_runs_notebook_01_on_smoke(tmp_path):
+    records = pipeline.run(profile="smoke", dataset="fashion-mnist", out=tmp_path, only=["01"])
+    assert [r["status"] for r in records] == ["ok"]
+    folder = tmp_path / "01_prior_training"
+    executed = nbformat.read(folder / "01_prior_training.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    metrics = io.read_json(folder / "metrics.json")
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_accuracy"] > 0.3  # well above chance (0.1)
+    assert metrics["parameters"] > 0 and metrics["seconds"] > 0
+    assert metrics["config"]["profile"] == "smoke" and metrics["seed"] == 0
+    assert metrics["provenance"]["git_revision"] and metrics["max_logit_diff_after_folding"] < 1e-4
+    for name in ("prior.pt", "checkpoint.pt", "training_curves.png"):
+        assert (folder / name).is_file(), name
+    summary = io.read_json(tmp_path / "pipeline.json")
+    assert summary["notebooks"][0]["notebook"] == "01_prior_training"
+
+
+@pytest.mark.notebook
+def test_pipeline_names_the_failing_notebook_and_cell(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("OUT_DIR = 'x'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("value = 1"),
+        nbformat.v4.new_code_cell("raise ValueError('broken on purpose')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nbformat.write(nb, folder / "07_broken.ipynb")
+    with pytest.raises(KitError, match=r"07_broken failed in cell 3 \(ValueError: broken on purpose\)"):
+        pipeline.run(profile="smoke", out=tmp_path / "run", folder=folder)
+    assert io.read_json(tmp_path / "run" / "pipeline.json")["notebooks"][0]["status"] == "failed"
+
+
+def test_pipeline_rejects_bad_names(tmp_path):
+    with pytest.raises(KitError, match="Unknown profile"):
+        pipeline.run(profile="fastest", out=tmp_path)
+    with pytest.raises(KitError, match="Unknown dataset"):
+        pipeline.run(dataset="imagenet", out=tmp_path)
+    with pytest.raises(KitError, match="No notebook numbered 99"):
+        pipeline.run(profile="smoke", out=tmp_path, only=["99"])

@@ -1,0 +1,49 @@
+"""Packaging and the command line: dependencies in step, no torchvision, one-sentence errors."""
+import re
+import subprocess
+import sys
+import tomllib
+
+from kit.runtime import PROJECT_ROOT
+
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name → conda-forge / pytorch-channel name
+
+
+def test_environment_yml_lists_every_runtime_dependency():
+    deps = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = (PROJECT_ROOT / "environment.yml").read_text()
+    listed = set(re.findall(r"^\s*-\s*([A-Za-z0-9_.-]+)", env, flags=re.M))
+    for dep in deps:
+        name = re.match(r"[A-Za-z0-9_.-]+", dep).group(0).lower()
+        assert CONDA_NAMES.get(name, name) in listed, f"{name} is in pyproject.toml but not in environment.yml"
+    for extra in ("python", "pytorch", "torchvision", "jupyterlab", "ipywidgets", "matplotlib", "seaborn", "pandas", "papermill"):
+        assert extra in listed
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+
+
+def test_kit_imports_without_torchvision():
+    code = ("import sys, kit, kit.data, kit.models, kit.train, kit.pipeline, kit.plots, kit.bench, kit.cli; "
+            "assert 'torchvision' not in sys.modules, 'kit imported torchvision'")
+    assert _run("-c", code).returncode == 0
+
+
+def test_help_lists_the_commands():
+    out = _run("-m", "kit", "--help")
+    assert out.returncode == 0
+    for command in ("pipeline", "train-prior", "bench", "data"):
+        assert command in out.stdout
+
+
+def test_bad_input_is_one_sentence_without_traceback(tmp_path):
+    for args, words in [(("train-prior", "--profile", "nope", "--out", str(tmp_path)), "Unknown profile"),
+                        (("train-prior", "--profile", "smoke", "--depth", "21", "--out", str(tmp_path)), "6n+2"),
+                        (("train-prior", "--profile", "smoke", "--dataset", "mnist", "--out", str(tmp_path)), "Unknown dataset"),
+                        (("train-prior", "--profile", "smoke", "--set", "optim.lr=fast", "--out", str(tmp_path)), "must be float"),
+                        (("pipeline", "--profile", "smoke", "--only", "99", "--out", str(tmp_path)), "No notebook numbered")]:
+        out = _run("-m", "kit", *args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr and words in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
