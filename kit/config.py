@@ -80,9 +80,9 @@ class PriorConfig:
 PROFILES: dict[str, dict[str, dict]] = {
     "smoke": {
         "prior": {
-            "data": {"val_size": 200, "train_limit": 1200, "test_limit": 500, "batch_size": 64, "eval_batch_size": 500},
+            "data": {"val_size": 200, "train_limit": 1000, "test_limit": 500, "batch_size": 32, "eval_batch_size": 500},
             "model": {"depth": 8, "width": 8},
-            "optim": {"epochs": 2, "lr": 0.05, "warmup_epochs": 0.5},
+            "optim": {"epochs": 3, "lr": 0.1, "warmup_epochs": 0.5},
             "runtime": {"progress": False},
         },
     },

@@ -67,14 +67,23 @@ def run(profile: str = "quick", dataset: str = "fashion-mnist", out: str | Path 
         except pm.PapermillExecutionError as err:
             records.append({"notebook": notebook.stem, "status": "failed", "seconds": time.perf_counter() - t0})
             _write_summary(out, profile, dataset, seed, device, records)
-            raise KitError(f"Notebook {notebook.stem} failed in cell {err.exec_count} ({err.ename}: "
-                           f"{err.evalue.strip()}); the executed notebook is {executed}.") from None
+            cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
+            first_line = (err.source or "").strip().splitlines()[0] if (err.source or "").strip() else ""
+            raise KitError(f"Notebook {notebook.stem} failed in cell {cell} (`{first_line}`) with {err.ename}: "
+                           f"{err.evalue.strip()}; the executed notebook is {executed}.") from None
         seconds = time.perf_counter() - t0
         records.append({"notebook": notebook.stem, "status": "ok", "seconds": round(seconds, 1),
                         "parameters": params, "executed": str(executed)})
         _write_summary(out, profile, dataset, seed, device, records)
         print(f"[pipeline {i}/{len(notebooks)}] {notebook.stem} done in {seconds:.0f} s -> {nb_out}", flush=True)
     return records
+
+
+def _parameters_cell(notebook: Path) -> int:
+    """Index of the cell tagged 'parameters' (papermill injects its overrides right after it)."""
+    import nbformat
+    cells = nbformat.read(notebook, as_version=4).cells
+    return next((i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])), -1)
 
 
 def _write_summary(out: Path, profile, dataset, seed, device, records) -> None:

@@ -26,7 +26,7 @@ def test_notebook_is_stripped_and_parameterised(path):
         if stripped:
             name, _, value = stripped.partition("=")
             assert name.strip().isupper(), line
-            compile(value, "<parameter>", "eval")
+            compile(value.strip(), "<parameter>", "eval")
             assert "(" not in value, f"calls are not literals: {line}"
 
 
@@ -62,7 +62,7 @@ def test_pipeline_names_the_failing_notebook_and_cell(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     nbformat.write(nb, folder / "07_broken.ipynb")
-    with pytest.raises(KitError, match=r"07_broken failed in cell 3 \(ValueError: broken on purpose\)"):
+    with pytest.raises(KitError, match=r"07_broken failed in cell 3 \(`raise ValueError\('broken on purpose'\)`\) with ValueError: broken on purpose"):
         pipeline.run(profile="smoke", out=tmp_path / "run", folder=folder)
     assert io.read_json(tmp_path / "run" / "pipeline.json")["notebooks"][0]["status"] == "failed"
 

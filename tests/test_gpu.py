@@ -1,0 +1,39 @@
+"""CUDA tests (`make test-gpu`); skipped where no CUDA device is present, as on CI."""
+import dataclasses
+
+import pytest
+import torch
+
+from kit import data as D
+from kit import models, train
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def test_data_and_augmentation_live_on_the_gpu(smoke_cfg):
+    d = D.load(smoke_cfg.data, "cuda", seed=0)
+    x, y = next(d.train_batches(torch.Generator().manual_seed(0)))
+    assert x.is_cuda and y.is_cuda and x.dtype == torch.float32
+
+
+def test_augmentation_matches_the_cpu(smoke_cfg):
+    x = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    cpu = D.augment_batch(x, 2, True, torch.Generator().manual_seed(0))
+    gpu = D.augment_batch(x.cuda(), 2, True, torch.Generator().manual_seed(0))
+    assert torch.equal(cpu, gpu.cpu())
+
+
+def test_fold_bn_on_gpu():
+    model = models.resnet(20, 16).cuda().eval()
+    x = torch.randn(4, 3, 32, 32, device="cuda")
+    with torch.no_grad():
+        assert torch.allclose(models.fold_bn(model)(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_prior_trains_on_gpu_with_bf16_and_resumes(smoke_cfg, tmp_path):
+    cfg = dataclasses.replace(smoke_cfg, runtime=dataclasses.replace(smoke_cfg.runtime, device="cuda"))
+    result = train.train_prior(cfg, tmp_path)
+    assert result.metrics["test_accuracy"] > 0.3
+    again = train.train_prior(cfg, tmp_path)  # finished: read back, not retrained
+    assert again.metrics["test_accuracy"] == result.metrics["test_accuracy"]
