@@ -60,7 +60,7 @@ def bench_prior(device: str = "auto", batch_size: int = 128, steps: int = 20, ro
     def make():
         model = models.resnet(depth, width, data.input_shape[0], data.num_classes).to(dev, memory_format=fmt)
         task = train.ClassifierTask(model)
-        opt, sched = train.make_optimizer(task, optim, data.num_batches("train"))
+        opt, sched = task.configure_optimizer(optim, data.num_batches("train"))
         return model, task, opt, sched
 
     kit_model, kit_task, kit_opt, kit_sched = make()

@@ -12,14 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from kit.config import DATASETS, PROFILES
 from kit.errors import KitError
-
-PROFILES = ("smoke", "quick", "full", "paper")
-DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="quick", help="smoke | quick | full | paper (default quick)")
+    p.add_argument("--profile", default="quick", help=f"{' | '.join(PROFILES)} (default quick)")
     p.add_argument("--dataset", default=None, help="fashion-mnist | cifar10 | cifar100 (default: the profile's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -81,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "pipeline":
         from kit import pipeline
-        dataset = args.dataset or "fashion-mnist"
+        from kit import config as C
+        dataset = args.dataset or C.build(C.PriorConfig, args.profile).data.name  # the profile's by default
         out = Path(args.out or f"results/{args.profile}-{dataset}").resolve()
-        records = pipeline.run(args.profile, dataset, out, args.device, args.seed, args.only, timeout=args.timeout)
+        records = pipeline.run(args.profile, args.dataset, out, args.device, args.seed, args.only, timeout=args.timeout)
         print(f"pipeline finished: {len(records)} notebook(s) in {sum(r['seconds'] for r in records):.0f} s -> {out}")
     elif args.command == "train-prior":
         from kit import config as C

@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kit.errors import KitError
+
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise KitError(message)
 
 
 @dataclass
@@ -35,11 +44,23 @@ class DataConfig:
     crop_padding: int = 2  # pixels of zero padding for random-crop augmentation (0 = no crop)
     flip: bool = True  # random horizontal flips (clothes and CIFAR objects are left-right symmetric)
 
+    def __post_init__(self):
+        _require(self.name in DATASETS, f"Unknown dataset {self.name!r}; choose one of {', '.join(DATASETS)}.")
+        _require(self.val_size >= 1, f"data.val_size must be at least 1; got {self.val_size}.")
+        _require(self.train_limit >= 0 and self.test_limit >= 0, "data.train_limit and data.test_limit must be ≥ 0 (0 = all).")
+        _require(self.batch_size >= 1 and self.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be ≥ 1.")
+        _require(self.crop_padding >= 0, f"data.crop_padding must be ≥ 0; got {self.crop_padding}.")
+
 
 @dataclass
 class ModelConfig:
     depth: int = 20  # CIFAR ResNet depth, 6n+2 (8, 20, 32, 44, 56, 110): n blocks per stage
     width: int = 16  # channels of the first stage; the three stages have width·(1, 2, 4)
+
+    def __post_init__(self):
+        _require(self.depth >= 8 and (self.depth - 2) % 6 == 0,
+                 f"ResNet depth must be 6n+2 with n ≥ 1 (8, 20, 32, 44, 56, 110, …); got {self.depth}.")
+        _require(self.width >= 1, f"model.width must be a positive integer; got {self.width}.")
 
 
 @dataclass
@@ -54,6 +75,14 @@ class OptimConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
     grad_clip: float = 0.0  # max global gradient norm (0 = no clipping)
 
+    def __post_init__(self):
+        _require(self.epochs >= 1, f"optim.epochs must be at least 1; got {self.epochs}.")
+        _require(self.lr > 0 and self.weight_decay >= 0 and self.grad_clip >= 0 and self.warmup_epochs >= 0,
+                 "optim.lr must be > 0 and optim.weight_decay, grad_clip, warmup_epochs ≥ 0.")
+        _require(0 <= self.momentum < 1 and 0 <= self.final_lr_ratio <= 1,
+                 "optim.momentum must be in [0, 1) and optim.final_lr_ratio in [0, 1].")
+        _require(0 <= self.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1); got {self.label_smoothing}.")
+
 
 @dataclass
 class RuntimeConfig:
@@ -61,6 +90,10 @@ class RuntimeConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU, which runs float32
     channels_last: bool = True  # NHWC memory layout: about 20% faster convolutions on CPU and GPU
     progress: bool = True  # tqdm progress bar over the batches of each epoch (one log line per epoch either way)
+
+    def __post_init__(self):
+        _require(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+                 f"Unknown device {self.device!r}; use auto, cpu, cuda or cuda:N.")
 
 
 @dataclass

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import pickle
+import shutil
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -46,7 +49,6 @@ CIFAR = {
                      meta="meta", names=b"fine_label_names", md5="eb9058c3a382ffc7106e4002c42a8d85"),
 }
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
-DATASETS = ("fashion-mnist", *CIFAR)
 
 
 @dataclass
@@ -64,9 +66,7 @@ class Data:
     def __init__(self, name: str, classes: list[str], train: Split, val: Split, test: Split,
                  cfg: DataConfig, device: torch.device):
         self.name, self.classes, self.cfg, self.device = name, classes, cfg, torch.device(device)
-        images = train.images.double()
-        self.mean = images.mean(dim=(0, 2, 3)).float()  # (C,) in pixel units 0..255
-        self.std = images.std(dim=(0, 2, 3)).float()
+        self.mean, self.std = channel_stats(train.images)  # (C,), (C,) in pixel units 0..255
         self.splits = {k: Split(s.images.to(self.device), s.labels.to(self.device))
                        for k, s in (("train", train), ("val", val), ("test", test))}
         self._shift = self.mean.to(self.device).view(1, -1, 1, 1)
@@ -88,16 +88,24 @@ class Data:
         """uint8 (B, C, H, W) → float32, zero mean and unit variance per channel."""
         return (images.float() - self._shift) * self._scale
 
-    def train_batches(self, generator: torch.Generator, augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of shuffled, augmented training batches (the last partial batch is dropped)."""
+    def train_batches(self, generator: torch.Generator, augmented: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled, augmented training batches (the last partial batch is dropped).
+
+        The epoch's random draws (order, crop shifts, flips) are made on the CPU generator once per epoch
+        and moved to the device then, so no step waits on a host-to-device copy of random numbers."""
         split, bs = self.splits["train"], self.cfg.batch_size
-        order = torch.randperm(len(split), generator=generator).to(self.device)
-        for i in range(len(split) // bs):
-            idx = order[i * bs:(i + 1) * bs]
-            x = split.images[idx]
-            if augment:
-                x = augment_batch(x, self.cfg.crop_padding, self.cfg.flip, generator)
-            yield self.normalise(x), split.labels[idx]
+        n = len(split)
+        order = torch.randperm(n, generator=generator)
+        pad = self.cfg.crop_padding if augmented else 0
+        shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator) if pad else None
+        flips = (torch.rand(n, generator=generator) < 0.5) if augmented and self.cfg.flip else None
+        to_device = lambda t: None if t is None else t.to(self.device, non_blocking=True)
+        order, shifts, flips = to_device(order), to_device(shifts), to_device(flips)
+        for i in range(n // bs):
+            sl = slice(i * bs, (i + 1) * bs)
+            x = augment(split.images[order[sl]], pad, None if shifts is None else shifts[sl],
+                        None if flips is None else flips[sl])
+            yield self.normalise(x), split.labels[order[sl]]
 
     def eval_batches(self, split: str = "test") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         data, bs = self.splits[split], self.cfg.eval_batch_size
@@ -105,23 +113,48 @@ class Data:
             yield self.normalise(data.images[i:i + bs]), data.labels[i:i + bs]
 
 
-def augment_batch(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding, then random horizontal flip; one gather for the whole batch.
+def crop(x: torch.Tensor, padding: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Crop each image at its shift (dy, dx) ∈ [0, 2p]² out of its zero-padded copy; one gather for the batch.
 
-    x: (B, C, H, W) uint8 → (B, C, H, W) uint8 (channels-last in memory, which the convs prefer).
+    x: (B, C, H, W) uint8, shifts: (B, 2) → (B, C, H, W) uint8, channels-last in memory (what the convs prefer).
     """
     B, C, H, W = x.shape
+    padded = F.pad(x, (padding,) * 4)  # (B, C, H+2p, W+2p)
+    rows = shifts[:, 0, None] + torch.arange(H, device=x.device)  # (B, H)
+    cols = shifts[:, 1, None] + torch.arange(W, device=x.device)  # (B, W)
+    batch = torch.arange(B, device=x.device)[:, None, None]
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B,H,W,C) → (B,C,H,W)
+
+
+def augment(x: torch.Tensor, padding: int, shifts: torch.Tensor | None, flips: torch.Tensor | None) -> torch.Tensor:
+    """Crop at `shifts` (B, 2) when padding > 0, then mirror the images where `flips` (B,) is True."""
     if padding > 0:
-        shifts = torch.randint(0, 2 * padding + 1, (2, B), generator=generator).to(x.device)
-        padded = F.pad(x, (padding,) * 4)  # (B, C, H+2p, W+2p)
-        rows = shifts[0, :, None] + torch.arange(H, device=x.device)  # (B, H)
-        cols = shifts[1, :, None] + torch.arange(W, device=x.device)  # (B, W)
-        batch = torch.arange(B, device=x.device)[:, None, None]
-        x = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # (B,H,W,C) → (B,C,H,W)
-    if flip:
-        mirror = (torch.rand(B, generator=generator) < 0.5).to(x.device)
-        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        x = crop(x, padding, shifts)
+    if flips is not None:
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
     return x
+
+
+def augment_batch(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding, then random horizontal flip, with draws from `generator`."""
+    B = x.shape[0]
+    shifts = torch.randint(0, 2 * padding + 1, (B, 2), generator=generator).to(x.device) if padding > 0 else None
+    flips = (torch.rand(B, generator=generator) < 0.5).to(x.device) if flip else None
+    return augment(x, padding, shifts, flips)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), in chunks: no float copy of the whole split."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].to("cpu", torch.float64)
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    count = images.numel() // images.shape[1]
+    mean = total / count
+    std = ((squares - count * mean**2) / (count - 1)).sqrt()
+    return mean.float(), std.float()
 
 
 def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -138,8 +171,6 @@ def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 def load(cfg: DataConfig, device: torch.device | str = "cpu", seed: int = 0) -> Data:
     """Read a dataset, hold out the validation split, apply limits, and put it on `device`."""
-    if cfg.name not in DATASETS:
-        raise KitError(f"Unknown dataset {cfg.name!r}; choose one of {', '.join(DATASETS)}.")
     root = project_path(cfg.root)
     if cfg.name == "fashion-mnist":
         (train, test), classes = read_fashion_mnist(root), FASHION_CLASSES
@@ -175,8 +206,11 @@ def fashion_mnist_dir(root: Path) -> Path:
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (gzipped) as a uint8 array of the shape its header declares."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise KitError(f"{path} is not a readable gzip file ({type(err).__name__}); replace it with the standard file.") from None
     magic = int.from_bytes(raw[:4], "big")
     ndim = magic & 0xFF
     if magic >> 8 != 0x08 or ndim not in (1, 3):  # 0x08: unsigned byte data
@@ -213,8 +247,12 @@ def read_cifar(name: str, root: Path, download: bool = True) -> tuple[Split, Spl
         raw = {m: (folder / m).read_bytes() if (folder / m).is_file() else None for m in names}
         where = folder
     else:
-        with tarfile.open(archive, "r:gz") as tar:
-            raw = {m: _tar_member(tar, f"{spec['folder']}/{m}") for m in names}
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                raw = {m: _tar_member(tar, f"{spec['folder']}/{m}") for m in names}
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise KitError(f"{archive} is not a readable .tar.gz ({type(err).__name__}); delete it and download "
+                           "or place the standard archive again.") from None
         where = archive
     missing = [m for m, b in raw.items() if b is None]
     if missing:
@@ -238,8 +276,9 @@ def fetch_cifar(name: str, root: Path) -> Path:
     partial = target.with_suffix(".part")
     try:
         print(f"Downloading {spec['title']} to {target} …", flush=True)
-        urllib.request.urlretrieve(CIFAR_URL + spec["archive"], partial)
-    except OSError as err:
+        with urllib.request.urlopen(CIFAR_URL + spec["archive"], timeout=30) as response, open(partial, "wb") as f:
+            shutil.copyfileobj(response, f, length=1 << 20)
+    except (OSError, http.client.HTTPException) as err:
         partial.unlink(missing_ok=True)
         raise KitError(_cifar_missing(spec, root) + f" (Download failed: {err}.)") from None
     if hashlib.md5(partial.read_bytes()).hexdigest() != spec["md5"]:

@@ -36,14 +36,22 @@ def block_names(depth: int) -> list[str]:
 
 
 class ConvBN(nn.Module):
-    """conv → BN (BN becomes Identity, and the conv gets a bias, once folded)."""
+    """conv → BN (BN becomes Identity, and the conv gets a bias, once folded).
+
+    A strided 1×1 conv is computed as subsampling then a stride-1 1×1 conv: the same function and weights,
+    but it avoids a oneDNN bug in torch 2.13's CPU build, where the weight gradient of a stride-2 1×1 conv on
+    channels-last input with 2, 4 or 6 input channels crashes (segfault) or hangs.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, batchnorm: bool):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=not batchnorm)
+        self.subsample = stride if kernel == 1 else 1
+        self.conv = nn.Conv2d(cin, cout, kernel, stride // self.subsample, kernel // 2, bias=not batchnorm)
         self.bn = nn.BatchNorm2d(cout) if batchnorm else nn.Identity()
 
     def forward(self, x):
+        if self.subsample > 1:
+            x = x[:, :, ::self.subsample, ::self.subsample]
         return self.bn(self.conv(x))
 
 
@@ -52,12 +60,16 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, hidden: int, cout: int, stride: int, batchnorm: bool = True):
         super().__init__()
-        self.hidden = hidden
         self.conv1 = nn.Conv2d(cin, hidden, 3, stride, 1, bias=not batchnorm)
         self.bn1 = nn.BatchNorm2d(hidden) if batchnorm else nn.Identity()
         self.conv2 = nn.Conv2d(hidden, cout, 3, 1, 1, bias=not batchnorm)
         self.bn2 = nn.BatchNorm2d(cout) if batchnorm else nn.Identity()
         self.shortcut = ConvBN(cin, cout, 1, stride, batchnorm) if stride != 1 or cin != cout else None
+
+    @property
+    def hidden(self) -> int:
+        """Inner width, read from the layer itself (so it stays true after any surgery on the block)."""
+        return self.conv1.out_channels
 
     def forward(self, x):  # x: (B, cin, H, W) → (B, cout, H/stride, W/stride)
         out = F.relu(self.bn1(self.conv1(x)))
@@ -74,8 +86,7 @@ class ResNet(nn.Module):
         stage_widths = [width, 2 * width, 4 * width]
         default = [stage_widths[s] for s in range(3) for _ in range(n)]
         hidden = _resolve_hidden(hidden, names, default)
-        self.arch = dict(depth=depth, width=width, in_channels=in_channels, num_classes=num_classes,
-                         hidden=hidden, batchnorm=batchnorm)
+        self.depth, self.batchnorm = depth, batchnorm
         self.stem = ConvBN(in_channels, width, 3, 1, batchnorm)
         cin, k = width, 0
         for s, cout in enumerate(stage_widths):
@@ -99,6 +110,13 @@ class ResNet(nn.Module):
         x = F.relu(self.stem(x))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @property
+    def arch(self) -> dict:
+        """What `from_arch` needs to rebuild this network; read from the layers, never stored separately."""
+        return dict(depth=self.depth, width=self.stem.conv.out_channels, in_channels=self.stem.conv.in_channels,
+                    num_classes=self.fc.out_features, hidden=[b.hidden for _, b in self.blocks()],
+                    batchnorm=self.batchnorm)
 
     def blocks(self) -> Iterator[tuple[str, BasicBlock]]:
         """(name, block) for every residual block, in forward order."""
@@ -150,7 +168,8 @@ def from_arch(arch: dict) -> ResNet:
 @torch.no_grad()
 def fold_bn(model: ResNet) -> ResNet:
     """An equivalent network (in eval mode) with every BatchNorm folded into the conv before it."""
-    folded = from_arch({**model.arch, "batchnorm": False}).to(next(model.parameters()).device)
+    with torch.random.fork_rng(devices=[]):  # the throw-away initialisation must not move the global RNG
+        folded = from_arch({**model.arch, "batchnorm": False}).to(next(model.parameters()).device)
     if not model.arch["batchnorm"]:
         folded.load_state_dict(model.state_dict())
         return folded.eval()

@@ -31,18 +31,18 @@ def discover(folder: str | Path = NOTEBOOKS) -> list[Path]:
     return found
 
 
-def run(profile: str = "quick", dataset: str = "fashion-mnist", out: str | Path = "results/quick",
+def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "results/quick",
         device: str = "auto", seed: int = 0, only: list[str] | None = None,
         folder: str | Path = NOTEBOOKS, timeout: int | None = None) -> list[dict]:
-    """Execute the numbered notebooks (or those whose number is in `only`); returns one record each."""
+    """Execute the numbered notebooks (or those whose number is in `only`); returns one record each.
+    dataset=None leaves each notebook on its profile's dataset (e.g. CIFAR-100 for `paper`)."""
+    import nbclient.exceptions as nbx
     import papermill as pm  # imported here: `import kit` stays light
 
-    from kit.config import PROFILES
-    from kit.data import DATASETS
-    if profile not in PROFILES:
-        raise KitError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
-    if dataset not in DATASETS:
-        raise KitError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
+    from kit import config as C
+    from kit.runtime import pick_device
+    C.build(C.PriorConfig, profile, {"data.name": dataset, "runtime.device": device})  # names checked before any work
+    pick_device(device)
     out = Path(out).resolve()
     notebooks = discover(folder)
     if only:
@@ -64,6 +64,11 @@ def run(profile: str = "quick", dataset: str = "fashion-mnist", out: str | Path 
             pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
                                 kernel_name="python3", progress_bar=False, log_output=False,
                                 stdout_file=sys.stdout, stderr_file=sys.stderr, execution_timeout=timeout)
+        except (nbx.CellTimeoutError, nbx.DeadKernelError) as err:
+            records.append({"notebook": notebook.stem, "status": "failed", "seconds": time.perf_counter() - t0})
+            _write_summary(out, profile, dataset, seed, device, records)
+            why = "a cell ran past --timeout" if isinstance(err, nbx.CellTimeoutError) else "its kernel died (out of memory?)"
+            raise KitError(f"Notebook {notebook.stem} stopped: {why}; the partly executed notebook is {executed}.") from None
         except pm.PapermillExecutionError as err:
             records.append({"notebook": notebook.stem, "status": "failed", "seconds": time.perf_counter() - t0})
             _write_summary(out, profile, dataset, seed, device, records)

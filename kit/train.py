@@ -29,9 +29,14 @@ from kit.runtime import autocast, pick_device, provenance, seed_everything
 
 
 class Task:
-    """What `fit` trains. Subclasses set `module` and override `loss` (and `evaluate` when needed)."""
+    """What `fit` trains. A subclass sets `module` and overrides `loss`; the other hooks have defaults that
+    later trainers override (an INR's AdamW, an EMA updated after each step, extra state to checkpoint)."""
 
     module: nn.Module
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scalar loss, logits (B, classes)) of one training batch; may combine several configurations."""
+        raise NotImplementedError
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on weight matrices and kernels only, never on biases, norms or scalars."""
@@ -40,13 +45,27 @@ class Task:
         rest = [p for p in params if p.ndim <= 1]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scalar loss, logits (B, classes)) of one training batch."""
-        raise NotImplementedError
+    def configure_optimizer(self, optim: C.OptimConfig, steps_per_epoch: int):
+        """(optimiser, per-step scheduler): SGD with Nesterov momentum, linear warm-up, cosine decay."""
+        return make_optimizer(self, optim, steps_per_epoch)
 
-    def evaluate(self, data: D.Data, split: str) -> dict[str, float]:
+    def after_step(self) -> None:
+        """Called after every optimiser step (e.g. to update an EMA)."""
+
+    def state_dict(self) -> dict:
+        """Everything a checkpoint must hold to resume this task exactly."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict, source: str) -> None:
+        models.load_weights(self.module, state, source)
+
+    def selection_state(self) -> dict:
+        """The state kept when validation accuracy is best (a copy on the CPU)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
+
+    def evaluate(self, data: D.Data, split: str, runtime: C.RuntimeConfig) -> dict[str, float]:
         """Metrics on a split; 'accuracy' (a fraction) drives model selection on 'val'."""
-        return evaluate(self.module, data, split)
+        return evaluate(self.module, data, split, runtime)
 
 
 class ClassifierTask(Task):
@@ -59,14 +78,17 @@ class ClassifierTask(Task):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: D.Data, split: str = "test", channels_last: bool = True) -> dict[str, float]:
-    """Accuracy (fraction) and mean cross-entropy of `model` on a split, in eval mode."""
+def evaluate(model: nn.Module, data: D.Data, split: str = "test",
+             runtime: C.RuntimeConfig | None = None) -> dict[str, float]:
+    """Accuracy (fraction) and mean cross-entropy of `model` on a split, in eval mode, on the data's device
+    (the model is moved there)."""
+    runtime = runtime or C.RuntimeConfig()
     was_training = model.training
-    model.eval()
+    model.to(data.device).eval()
+    fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
     correct, loss_sum, n = 0, 0.0, 0
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for x, y in data.eval_batches(split):
-        with autocast(data.device):
+        with autocast(data.device, runtime.amp):
             logits = model(x.contiguous(memory_format=fmt)).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -103,6 +125,7 @@ def train_step(task: Task, opt: torch.optim.Optimizer, x, y, device: torch.devic
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(task.module.parameters(), grad_clip)
     opt.step()
+    task.after_step()
     return loss.detach(), logits.detach()
 
 
@@ -141,18 +164,21 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
     fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
     task.module.to(device=device, memory_format=fmt)
     steps = data.num_batches("train")
-    opt, sched = make_optimizer(task, optim, steps)
+    opt, sched = task.configure_optimizer(optim, steps)
     result, start = FitResult(), 1
     if resume and checkpoint.exists():
         state = io.load_torch(checkpoint, "training checkpoint")
         if state.get("fingerprint") != fingerprint:
-            raise KitError(f"The checkpoint {checkpoint} was written by a run with other settings; "
-                           "delete it (or pick another output folder) to start afresh, or rerun with its settings.")
-        models.load_weights(task.module, state["module"], f"checkpoint {checkpoint}")
+            raise KitError(f"The checkpoint {checkpoint} was written by a run with other settings "
+                           f"({_first_difference(state.get('fingerprint'), fingerprint)}); delete it (or pick another "
+                           "output folder) to start afresh, or rerun with its settings.")
+        task.load_state_dict(state["module"], f"checkpoint {checkpoint}")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         result = FitResult(state["history"], state["best_epoch"], state["best_state"], state["seconds"])
         start = len(result.history) + 1
         if start <= optim.epochs:
@@ -164,7 +190,7 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
                    leave=False, disable=not runtime.progress)
         stats = run_epoch(task, opt, sched, bar, device, runtime, optim.grad_clip)
         train_seconds = time.perf_counter() - t0
-        val, test = task.evaluate(data, "val"), task.evaluate(data, "test")
+        val, test = task.evaluate(data, "val", runtime), task.evaluate(data, "test", runtime)
         row = {"epoch": epoch, "loss": stats["loss"], "train_accuracy": stats["accuracy"],
                "val_accuracy": val["accuracy"], "val_loss": val["loss"], "test_accuracy": test["accuracy"],
                "test_loss": test["loss"], "lr": sched.get_last_lr()[0], "seconds": train_seconds,
@@ -173,10 +199,12 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
         result.seconds += time.perf_counter() - t0
         if val["accuracy"] >= best_acc:  # ties go to the later (lower-lr) epoch
             best_acc, result.best_epoch = val["accuracy"], epoch
-            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in task.module.state_dict().items()}
-        io.save_torch({"fingerprint": fingerprint, "module": task.module.state_dict(), "optimizer": opt.state_dict(),
+            result.best_state = task.selection_state()
+        io.save_torch({"fingerprint": fingerprint, "module": task.state_dict(), "optimizer": opt.state_dict(),
                        "scheduler": sched.state_dict(), "generator": generator.get_state(),
-                       "torch_rng": torch.get_rng_state(), "history": result.history,
+                       "torch_rng": torch.get_rng_state(),
+                       "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                       "history": result.history,
                        "best_epoch": result.best_epoch, "best_state": result.best_state,
                        "seconds": result.seconds}, checkpoint)
         tqdm.write(f"{desc} epoch {epoch}/{optim.epochs}: loss {row['loss']:.4f}  train {row['train_accuracy']:.4f}  "
@@ -185,6 +213,15 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
         if on_epoch_end is not None:
             on_epoch_end(epoch, result.history)
     return result
+
+
+def _first_difference(saved, current, prefix: str = "") -> str:
+    """'optim.epochs: 4 there, 6 here' for the first setting in which two nested dicts differ."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in list(saved) + [k for k in current if k not in saved]:
+            if saved.get(key) != current.get(key):
+                return _first_difference(saved.get(key), current.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.') or 'settings'}: {saved!r} there, {current!r} here"
 
 
 # ---------------------------------------------------------------- the prior network
@@ -209,7 +246,7 @@ def train_prior(cfg: C.PriorConfig, out_dir: str | Path, resume: bool = True,
     result = fit(ClassifierTask(model, cfg.optim.label_smoothing), data, cfg.optim, cfg.runtime,
                  out_dir / "checkpoint.pt", generator, resume, fingerprint, on_epoch_end, desc="prior")
     model.load_state_dict(result.best_state)
-    test = evaluate(model, data, "test", cfg.runtime.channels_last)
+    test = evaluate(model, data, "test", cfg.runtime)
     best = result.history[result.best_epoch - 1]
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     metrics = {"test_accuracy": test["accuracy"], "val_accuracy": best["val_accuracy"],

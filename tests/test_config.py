@@ -1,4 +1,6 @@
 """Config validation: profiles, overrides, and one clear error for every kind of bad key or value."""
+import re
+
 import pytest
 
 from kit import config as C
@@ -30,9 +32,15 @@ def test_overrides_dotted_nested_and_none():
     ({"optim.epochs": True}, "'optim.epochs' must be int"),
     ({"data.flip": 1}, "'data.flip' must be bool"),
     ({"model": 3}, "must be a mapping"),
+    ({"optim.epochs": 0}, "optim.epochs must be at least 1"),
+    ({"optim.label_smoothing": 1.5}, "label_smoothing must be in [0, 1)"),
+    ({"data.batch_size": 0}, "batch_size must be ≥ 1"),
+    ({"data.name": "imagenet"}, "Unknown dataset 'imagenet'"),
+    ({"model.depth": 21}, "6n+2"),
+    ({"runtime.device": "tpu"}, "Unknown device 'tpu'"),
 ])
 def test_bad_overrides_are_rejected(overrides, message):
-    with pytest.raises(KitError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(KitError, match=re.escape(message)):
         C.build(C.PriorConfig, "quick", overrides)
 
 

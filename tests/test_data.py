@@ -101,9 +101,16 @@ def test_truncated_idx_file(tmp_path):
         D.read_idx(path)
 
 
+def test_corrupt_gzip_is_one_clear_error(tmp_path):
+    path = tmp_path / "broken-idx1-ubyte.gz"
+    path.write_bytes(b"this is not gzip data")
+    with pytest.raises(KitError, match="not a readable gzip file"):
+        D.read_idx(path)
+
+
 def test_unknown_dataset():
     with pytest.raises(KitError, match="Unknown dataset 'mnist'"):
-        D.load(DataConfig(name="mnist"), "cpu")
+        DataConfig(name="mnist")
 
 
 # ---------------------------------------------------------------- CIFAR, on archives written here
@@ -162,6 +169,12 @@ def test_cifar_load_through_config(tmp_path):
 def test_cifar_missing_names_the_file(tmp_path):
     with pytest.raises(KitError, match="put cifar-100-python.tar.gz .* in"):
         D.read_cifar("cifar100", tmp_path, download=False)
+
+
+def test_cifar_corrupt_archive(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not a tar file")
+    with pytest.raises(KitError, match="not a readable .tar.gz"):
+        D.read_cifar("cifar10", tmp_path, download=False)
 
 
 def test_cifar_foreign_archive(tmp_path):

@@ -94,3 +94,27 @@ def test_from_arch_round_trip():
     clone = models.from_arch(model.arch)
     clone.load_state_dict(model.state_dict())
     assert clone.arch == model.arch
+
+
+def test_strided_shortcut_equals_a_strided_conv():
+    block = models.ConvBN(6, 12, kernel=1, stride=2, batchnorm=False)
+    x = torch.randn(3, 6, 9, 9)
+    ref = torch.nn.functional.conv2d(x, block.conv.weight, block.conv.bias, stride=2)
+    assert torch.allclose(block(x), ref, atol=1e-6)
+
+
+def test_narrow_resnets_train_on_channels_last():
+    """Regression: torch 2.13's oneDNN crashed (segfault/hang) in the weight gradient of stride-2 1×1 convs on
+    channels-last input with 2, 4 or 6 channels. Run in a subprocess so that a crash fails this test only."""
+    import os
+    import subprocess
+    import sys
+    code = ("import torch, torch.nn.functional as F\nfrom kit import models\n"
+            "for w in (2, 4, 6):\n"
+            "    m = models.resnet(8, w, 1, 10).to(memory_format=torch.channels_last)\n"
+            "    x = torch.randn(16, 1, 28, 28).contiguous(memory_format=torch.channels_last)\n"
+            "    for _ in range(3):\n"
+            "        F.cross_entropy(m(x), torch.randint(0, 10, (16,))).backward()\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -53,7 +53,7 @@ def test_checkpoint_from_other_settings_is_refused(smoke_cfg, tmp_path):
     train.train_prior(_cfg(smoke_cfg, epochs=1), tmp_path)
     other = dataclasses.replace(smoke_cfg, model=dataclasses.replace(smoke_cfg.model, width=4))
     before = (tmp_path / "checkpoint.pt").read_bytes()
-    with pytest.raises(KitError, match="written by a run with other settings"):
+    with pytest.raises(KitError, match=r"written by a run with other settings \(model\.width: 8 there, 4 here\)"):
         train.train_prior(other, tmp_path)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before  # nothing already written is lost
 
