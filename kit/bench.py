@@ -1,6 +1,8 @@
 """Benchmarks: speed targets are measured here, side by side in one run, never by timed tests.
 
-    python -m kit bench prior   training throughput of the kit's loop against a bare PyTorch loop
+    python -m kit bench prior     training throughput of the kit's loop against a bare PyTorch loop
+    python -m kit bench permute   weight smoothing of ResNet-56 (widths 16 and 64): time and TV reduction of
+                                  the kit's default solver budget against 2 s per group
 
 `prior` runs, on one device and one process, (a) the kit's own epoch loop (`kit.train.run_epoch`)
 fed by the kit's in-memory loader with on-device augmentation, and (b) a bare PyTorch loop over
@@ -113,3 +115,42 @@ def print_prior(r: dict) -> None:
     print(f"  bare PyTorch loop over pre-made tensors:              {r['bare_images_per_second']:8.1f} images/s")
     print(f"  throughput ratio kit / bare: {r['throughput_ratio']:.3f}   (target ≥ 0.90)")
     print(f"  data loading + augmentation share of step time: {100 * r['data_share']:.2f}%   (target < 5%)")
+
+
+def bench_permute(widths=(16, 64), depth: int = 56, seconds: float = 0.1, reference_seconds: float = 2.0,
+                  checkpoint: str | None = None) -> list[dict]:
+    """Smoothing time and TV reduction with `seconds` per group against `reference_seconds` per group, in one
+    run. Without a checkpoint the networks are freshly initialised (BN folded), which have less structure
+    to exploit than trained ones; pass a prior.pt to measure a trained network."""
+    from kit import permute
+    rows = []
+    nets = [train.load_prior(checkpoint)[0]] if checkpoint else []
+    if not nets:
+        seed_everything(0)
+        nets = [models.resnet(depth, w).eval() for w in widths]
+    for net in nets:
+        folded = models.fold_bn(net)
+        x = torch.randn(8, net.arch["in_channels"], 32, 32)
+        groups = permute.channel_groups(folded)
+        row = {"model": f"ResNet-{net.arch['depth']} width {net.arch['width']}", "groups": len(groups),
+               "largest_group": max(g.channels(folded.state_dict()) for g in groups)}
+        for key, budget in (("kit", seconds), ("reference", reference_seconds)):
+            t0 = time.perf_counter()
+            _, report = permute.smooth(folded, x, "tsp", 0, budget)
+            row[f"{key}_seconds"] = time.perf_counter() - t0
+            row[f"{key}_tv_reduction"] = report["tv_reduction"]
+            row[f"{key}_max_logit_diff"] = report["max_logit_diff"]
+        row["tv_after_ratio"] = (1 - row["kit_tv_reduction"]) / (1 - row["reference_tv_reduction"])
+        row["time_ratio"] = row["kit_seconds"] / row["reference_seconds"]
+        rows.append(row)
+    return rows
+
+
+def print_permute(rows: list[dict], seconds: float, reference_seconds: float) -> None:
+    print(f"bench permute: fast-tsp with {seconds} s per group (kit default) against {reference_seconds} s per group")
+    for r in rows:
+        print(f"  {r['model']}: {r['groups']} groups (largest {r['largest_group']} channels)")
+        print(f"    kit:       {r['kit_seconds']:7.2f} s total, TV reduction {100 * r['kit_tv_reduction']:6.2f}%, "
+              f"max logit diff {r['kit_max_logit_diff']:.1e}")
+        print(f"    reference: {r['reference_seconds']:7.2f} s total, TV reduction {100 * r['reference_tv_reduction']:6.2f}%")
+        print(f"    TV after, kit / reference: {r['tv_after_ratio']:.4f}   time, kit / reference: {r['time_ratio']:.3f}")

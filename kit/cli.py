@@ -44,8 +44,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
-    p.add_argument("what", choices=["prior"], help="prior: training throughput against a bare PyTorch loop")
+    p.add_argument("what", choices=["prior", "permute"],
+                   help="prior: training throughput against a bare PyTorch loop; "
+                        "permute: ResNet-56 smoothing time and TV reduction against 2 s per group")
     p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint", help="permute: smooth this prior.pt instead of fresh ResNet-56s")
+    p.add_argument("--seconds-per-group", type=float, default=0.1, help="permute: the kit's budget (default 0.1)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="steps per round (default 20)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
@@ -102,7 +106,11 @@ def _dispatch(args) -> int:
               f"{result.metrics['parameters']:,} parameters) -> {result.checkpoint}")
     elif args.command == "bench":
         from kit import bench
-        bench.print_prior(bench.bench_prior(args.device, args.batch_size, args.steps, args.rounds))
+        if args.what == "prior":
+            bench.print_prior(bench.bench_prior(args.device, args.batch_size, args.steps, args.rounds))
+        else:
+            rows = bench.bench_permute(seconds=args.seconds_per_group, checkpoint=args.checkpoint)
+            bench.print_permute(rows, args.seconds_per_group, 2.0)
     elif args.command == "data":
         from kit import config as C
         from kit import data as D

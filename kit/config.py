@@ -109,6 +109,23 @@ class PriorConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
+@dataclass
+class PermuteConfig:
+    """Weight smoothing by channel permutation: notebook 02 (paper 002 sec. 3.3)."""
+
+    SECTION: ClassVar[str] = "permute"
+    profile: str = "quick"  # name of the profile these values started from (recorded, not used)
+    seed: int = 0  # seeds the 'random' method and the evaluation subset
+    method: str = "tsp"  # channel order: 'tsp' (fast-tsp, shortest Hamiltonian path), '2opt', 'greedy', 'random', 'identity'
+    seconds_per_group: float = 0.1  # fast-tsp / 2-opt time budget per coupled group, in seconds
+    compare_methods: bool = True  # also smooth with identity / random / greedy, for the comparison figure
+
+    def __post_init__(self):
+        methods = ("tsp", "2opt", "greedy", "random", "identity")
+        _require(self.method in methods, f"Unknown permutation method {self.method!r}; choose one of {', '.join(methods)}.")
+        _require(self.seconds_per_group > 0, f"permute.seconds_per_group must be > 0; got {self.seconds_per_group}.")
+
+
 # Each profile maps a config SECTION to nested overrides of the dataclass defaults.
 PROFILES: dict[str, dict[str, dict]] = {
     "smoke": {
@@ -118,6 +135,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "optim": {"epochs": 3, "lr": 0.1, "warmup_epochs": 0.5},
             "runtime": {"progress": False},
         },
+        "permute": {"seconds_per_group": 0.02},
     },
     "quick": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},

@@ -48,3 +48,42 @@ def sample_grid(images, labels, classes: list[str], n: int = 16) -> plt.Figure:
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def weight_heatmaps(before, after, name: str) -> plt.Figure:
+    """|W| of one conv or linear weight (summed over its kernel) before and after permutation, same scale."""
+    style()
+    mats = [t.detach().abs().reshape(t.shape[0], t.shape[1], -1).sum(-1).cpu().numpy() for t in (before, after)]
+    vmax = max(m.max() for m in mats)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, mat, title in zip(axes, mats, ("original order", "after permutation")):
+        sns.heatmap(mat, ax=ax, cmap="viridis", vmin=0, vmax=vmax, cbar_kws={"label": "|w| summed over the kernel"})
+        ax.set(title=title, xlabel="input channel", ylabel="output channel", xticks=[], yticks=[])
+    fig.suptitle(f"{name}: neighbouring channels become similar")
+    fig.tight_layout()
+    return fig
+
+
+def tv_per_tensor(before: dict[str, float], after: dict[str, float], top: int = 24) -> plt.Figure:
+    """Total variation of the tensors with the most TV, before and after permutation."""
+    style()
+    names = sorted(before, key=before.get, reverse=True)[:top]
+    df = pd.DataFrame({"tensor": names * 2, "TV": [before[n] for n in names] + [after[n] for n in names],
+                       "order": ["original"] * len(names) + ["permuted"] * len(names)})
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    sns.barplot(df, x="tensor", y="TV", hue="order", ax=ax)
+    ax.set(xlabel="", ylabel="total variation", title=f"TV per tensor (the {len(names)} largest)")
+    plt.setp(ax.get_xticklabels(), rotation=60, ha="right", rotation_mode="anchor")
+    fig.tight_layout()
+    return fig
+
+
+def tv_by_method(tv: dict[str, float]) -> plt.Figure:
+    """Total TV of the whole network under each channel-ordering method."""
+    style()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sns.barplot(x=list(tv), y=list(tv.values()), ax=ax, color="tab:blue")
+    ax.bar_label(ax.containers[0], fmt="%.4g")
+    ax.set(xlabel="channel order", ylabel="total variation of the network", title="TV by permutation method")
+    fig.tight_layout()
+    return fig

@@ -34,13 +34,29 @@ def test_discover_orders_by_number():
     assert [p.name[:2] for p in pipeline.discover()] == sorted(p.name[:2] for p in NOTEBOOKS)
 
 
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Every numbered notebook, in order, through the pipeline on the smoke profile."""
+    out = tmp_path_factory.mktemp("smoke-run")
+    records = pipeline.run(profile="smoke", dataset="fashion-mnist", out=out)
+    return out, records
+
+
 @pytest.mark.notebook
-def test_pipeline_runs_notebook_01_on_smoke(tmp_path):
-    records = pipeline.run(profile="smoke", dataset="fashion-mnist", out=tmp_path, only=["01"])
-    assert [r["status"] for r in records] == ["ok"]
-    folder = tmp_path / "01_prior_training"
-    executed = nbformat.read(folder / "01_prior_training.ipynb", as_version=4)
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+def test_pipeline_runs_every_notebook_on_smoke(smoke_run):
+    out, records = smoke_run
+    assert [r["notebook"] for r in records] == [p.stem for p in NOTEBOOKS]
+    assert all(r["status"] == "ok" for r in records)
+    summary = io.read_json(out / "pipeline.json")
+    assert [n["notebook"] for n in summary["notebooks"]] == [p.stem for p in NOTEBOOKS]
+    for p in NOTEBOOKS:
+        executed = nbformat.read(out / p.stem / p.name, as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+@pytest.mark.notebook
+def test_notebook_01_records_the_prior(smoke_run):
+    folder = smoke_run[0] / "01_prior_training"
     metrics = io.read_json(folder / "metrics.json")
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_accuracy"] > 0.3  # well above chance (0.1)
     assert metrics["parameters"] > 0 and metrics["seconds"] > 0
@@ -48,8 +64,20 @@ def test_pipeline_runs_notebook_01_on_smoke(tmp_path):
     assert metrics["provenance"]["git_revision"] and metrics["max_logit_diff_after_folding"] < 1e-4
     for name in ("prior.pt", "checkpoint.pt", "training_curves.png"):
         assert (folder / name).is_file(), name
-    summary = io.read_json(tmp_path / "pipeline.json")
-    assert summary["notebooks"][0]["notebook"] == "01_prior_training"
+
+
+@pytest.mark.notebook
+def test_notebook_02_smooths_without_changing_the_function(smoke_run):
+    folder = smoke_run[0] / "02_permutation"
+    m = io.read_json(folder / "metrics.json")
+    assert m["max_logit_diff"] <= 1e-4
+    assert m["accuracy_after"] == m["accuracy_folded"]
+    assert abs(m["accuracy_after"] - m["accuracy_before"]) <= 0.002  # folding BN may flip a borderline image
+    assert m["tv_after"] < m["tv_before"] and m["tv_reduction"] > 0
+    assert m["tv_by_method"]["tsp"] < m["tv_by_method"]["random"]
+    assert m["prior"].endswith("01_prior_training/prior.pt")
+    for name in ("smoothed.pt", "weights_heatmap.png", "tv_per_tensor.png", "tv_by_method.png"):
+        assert (folder / name).is_file(), name
 
 
 @pytest.mark.notebook

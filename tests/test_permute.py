@@ -1,0 +1,157 @@
+"""Weight permutation: the network's function is unchanged, TV drops, the path solver is optimal on small
+groups, the groups agree with torch-pruning's dependency graph, and a saved permutation is reused."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from kit import models, permute, train
+from kit.errors import KitError
+
+
+def _net(depth, width, batchnorm=True, seed=0):
+    torch.manual_seed(seed)
+    model = models.resnet(depth, width, in_channels=3, num_classes=10)
+    gen = torch.Generator().manual_seed(seed)
+    for name, m in model.named_modules():  # non-trivial BN statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            # Residual branches end small, as in trained ResNets, so 27 blocks keep logits of a realistic size.
+            scale = 0.2 if name.endswith("bn2") else 1.0
+            m.weight.data.copy_(scale * (1 + 0.2 * torch.randn(m.num_features, generator=gen)))
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=gen))
+    model.eval()
+    return model if batchnorm else models.fold_bn(model)
+
+
+@pytest.mark.parametrize("depth,width", [(20, 16), (20, 64), (56, 16), (56, 64)])
+@pytest.mark.parametrize("batchnorm", [True, False], ids=["bn", "folded"])
+def test_permuting_channels_preserves_logits(depth, width, batchnorm):
+    model = _net(depth, width, batchnorm, seed=depth + width)
+    groups = permute.channel_groups(model)
+    assert len(groups) == 3 + 3 * (depth - 2) // 6  # 3 residual streams + one hidden group per block
+    rng = np.random.default_rng(0)
+    perm = {g.name: rng.permutation(g.channels(model.state_dict())).tolist() for g in groups}
+    shuffled = models.from_arch(model.arch).eval()
+    shuffled.load_state_dict(permute.apply_permutation(model.state_dict(), groups, perm))
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out = model(x), shuffled(x)
+    assert 0.1 < ref.abs().max().item() < 100  # logits of a realistic size: the bound below is then meaningful
+    assert (out - ref).abs().max().item() <= 1e-4
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+    assert not torch.equal(shuffled.state_dict()["layer1.0.conv1.weight"], model.state_dict()["layer1.0.conv1.weight"])
+    assert torch.equal(shuffled.state_dict()["fc.bias"], model.state_dict()["fc.bias"])  # classes never move
+
+
+def test_smooth_reports_equivalence_and_lower_tv():
+    model = _net(20, 16, batchnorm=False)
+    x = torch.randn(8, 3, 32, 32)
+    smoothed, report = permute.smooth(model, x, method="tsp", seconds_per_group=0.05)
+    assert report["max_logit_diff"] <= 1e-4
+    assert report["tv_after"] < report["tv_before"] and 0 < report["tv_reduction"] < 1
+    assert report["tv_after"] == pytest.approx(permute.total_variation(smoothed)[0])
+    assert set(report["tv_per_tensor_before"]) == {n for n, _ in model.named_parameters()}
+    assert len(report["groups"]) == 12 and all(r["path_after"] <= r["path_before"] + 1e-6 for r in report["groups"])
+
+
+def test_group_paths_account_for_all_permutable_tv():
+    """TV = Σ group path lengths + the part no permutation can touch (class axis, image channels)."""
+    model = _net(8, 8, batchnorm=False)
+    x = torch.randn(2, 3, 32, 32)
+    _, a = permute.smooth(model, x, method="identity")
+    _, b = permute.smooth(model, x, method="random", seed=3)
+    fixed_a = a["tv_before"] - sum(r["path_before"] for r in a["groups"])
+    fixed_b = b["tv_after"] - sum(r["path_after"] for r in b["groups"])
+    assert fixed_a == pytest.approx(fixed_b, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from kit import config as C
+    result = train.train_prior(C.build(C.PriorConfig, "smoke"), tmp_path_factory.mktemp("prior"))
+    return models.fold_bn(result.model), result
+
+
+def test_tsp_beats_random_and_greedy_on_a_trained_network(trained):
+    model, _ = trained
+    x = torch.randn(4, 1, 28, 28)
+    tv = {m: permute.smooth(model, x, method=m, seconds_per_group=0.05)[1]["tv_after"]
+          for m in ("identity", "random", "greedy", "tsp")}
+    assert tv["tsp"] < tv["identity"] and tv["tsp"] < tv["random"] and tv["tsp"] < tv["greedy"]
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 8])
+@pytest.mark.parametrize("method", ["tsp", "2opt"])
+def test_path_is_optimal_on_small_groups(n, method):
+    rng = np.random.default_rng(n)
+    feats = torch.from_numpy(rng.normal(size=(n, 12)))
+    dist = permute.l1_distances(feats)
+    best = min(permute.path_length(dist, p) for p in itertools.permutations(range(n)))
+    order, _ = permute.shortest_path(dist, method, seconds=0.05)
+    assert sorted(order.tolist()) == list(range(n))
+    tolerance = n * dist.max() / 30000 if method == "tsp" else 1e-9  # fast-tsp sees distances rounded to integers
+    if method == "tsp":
+        assert permute.path_length(dist, order) <= best + tolerance
+    else:  # 2-opt is a local search: optimal on these tiny cases is not promised, near-optimal is
+        assert permute.path_length(dist, order) <= 1.25 * best
+
+
+def test_dummy_city_is_rotated_not_spliced():
+    """Points on a line: the only optimal open paths run end to end; splicing the dummy out breaks that."""
+    pos = np.array([0.0, 7.0, 2.0, 9.0, 4.0, 1.0, 8.0, 3.0, 5.0, 6.0] * 3)[:25] + np.arange(25) * 10.0
+    dist = np.abs(pos[:, None] - pos[None, :])
+    order, _ = permute.shortest_path(dist, "tsp", seconds=0.2)
+    assert permute.path_length(dist, order) == pytest.approx(pos.max() - pos.min())
+
+
+def test_groups_match_torch_pruning_dependency_graph():
+    tp = pytest.importorskip("torch_pruning")
+    model = _net(20, 16, batchnorm=False)
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 32, 32))
+    names = {m: n for n, m in model.named_modules()}
+    theirs = set()
+    for group in dg.get_all_groups(ignored_layers=[model.fc], root_module_types=[nn.Conv2d, nn.Linear]):
+        members = set()
+        for dep, _ in group:
+            fn, layer = dep.handler.__name__, dep.target.module
+            if isinstance(layer, (nn.Conv2d, nn.Linear)) and fn in ("prune_out_channels", "prune_in_channels"):
+                members.add((names[layer], 0 if fn == "prune_out_channels" else 1))
+        theirs.add(frozenset(members))
+    ours = {frozenset((n.rsplit(".", 1)[0], a) for n, a in g.members if n.endswith(".weight"))
+            for g in permute.channel_groups(model)}
+    assert ours == theirs
+
+
+def test_saved_permutation_is_reused(trained, tmp_path):
+    _, result = trained
+    x = torch.randn(4, 1, 28, 28)
+    first, r1 = permute.smooth_checkpoint(result.checkpoint, tmp_path / "smoothed.pt", x, seconds_per_group=0.02)
+    again, r2 = permute.smooth_checkpoint(result.checkpoint, tmp_path / "smoothed.pt", x, seconds_per_group=0.02)
+    assert not r1["reused_permutation"] and r2["reused_permutation"]
+    assert r1["permutation"] == r2["permutation"]
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+    loaded, record = train.load_prior(tmp_path / "smoothed.pt")  # same record layout as prior.pt
+    assert record["report"]["permutation"] == r1["permutation"]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), first.eval()(x))
+
+
+def test_bad_input_names_the_tensor():
+    model = _net(8, 4, batchnorm=False)
+    broken = _net(8, 4, batchnorm=False)
+    with torch.no_grad():
+        broken.layer2[0].conv1.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(KitError, match="layer2.0.conv1.weight holds NaN"):
+        permute.smooth(broken, torch.randn(1, 3, 32, 32))
+    groups = permute.channel_groups(model)
+    groups[0].members.append(("layer3.0.conv2.weight", 0))  # 16 channels in a group of 4
+    with pytest.raises(KitError, match="tensor layer3.0.conv2.weight has 16 channels"):
+        permute.check_groups(model.state_dict(), groups)
+    with pytest.raises(KitError, match="No permutable channel groups"):
+        permute.channel_groups(nn.Sequential(nn.Linear(3, 3)))
+    with pytest.raises(KitError, match="Unknown permutation method"):
+        permute.shortest_path(np.zeros((4, 4)), "annealing")
