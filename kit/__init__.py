@@ -5,6 +5,7 @@ Modules, one concept each:
   data      datasets in memory, on-device augmentation (Fashion-MNIST, CIFAR-10/100)
   models    CIFAR ResNets with per-block hidden widths, BatchNorm folding, cost counts
   train     the shared training loop and the prior trainer
+  permute   weight smoothing by channel permutation (total variation, shortest Hamiltonian paths)
   plots     figures used by the notebooks
   pipeline  runs the numbered notebooks headlessly with papermill
   bench     benchmarks (`python -m kit bench …`)

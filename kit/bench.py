@@ -132,8 +132,10 @@ def bench_permute(widths=(16, 64), depth: int = 56, seconds: float = 0.1, refere
         folded = models.fold_bn(net)
         x = torch.randn(8, net.arch["in_channels"], 32, 32)
         groups = permute.channel_groups(folded)
+        with torch.no_grad():
+            logit_scale = folded(x).abs().max().item()  # untrained deep nets have huge logits: float32 rounding grows
         row = {"model": f"ResNet-{net.arch['depth']} width {net.arch['width']}", "groups": len(groups),
-               "largest_group": max(g.channels(folded.state_dict()) for g in groups)}
+               "largest_group": max(g.channels(folded.state_dict()) for g in groups), "logit_scale": logit_scale}
         for key, budget in (("kit", seconds), ("reference", reference_seconds)):
             t0 = time.perf_counter()
             _, report = permute.smooth(folded, x, "tsp", 0, budget)
@@ -151,6 +153,6 @@ def print_permute(rows: list[dict], seconds: float, reference_seconds: float) ->
     for r in rows:
         print(f"  {r['model']}: {r['groups']} groups (largest {r['largest_group']} channels)")
         print(f"    kit:       {r['kit_seconds']:7.2f} s total, TV reduction {100 * r['kit_tv_reduction']:6.2f}%, "
-              f"max logit diff {r['kit_max_logit_diff']:.1e}")
+              f"max logit diff {r['kit_max_logit_diff']:.1e} (largest |logit| {r['logit_scale']:.1e})")
         print(f"    reference: {r['reference_seconds']:7.2f} s total, TV reduction {100 * r['reference_tv_reduction']:6.2f}%")
         print(f"    TV after, kit / reference: {r['tv_after_ratio']:.4f}   time, kit / reference: {r['time_ratio']:.3f}")

@@ -94,7 +94,7 @@ def group_features(state: dict[str, torch.Tensor], group: Group) -> torch.Tensor
     for name, axis in group.members:
         if "running_" in name:  # statistics are permuted along, but are not weights: no share of TV
             continue
-        t = state[name].detach().float().movedim(axis, 0)
+        t = state[name].detach().float().cpu().movedim(axis, 0)
         parts.append(t.reshape(t.shape[0], -1))
     return torch.cat(parts, dim=1)
 
