@@ -124,13 +124,16 @@ def bench_permute(widths=(16, 64), depth: int = 56, seconds: float = 0.1, refere
     to exploit than trained ones; pass a prior.pt to measure a trained network."""
     from kit import permute
     rows = []
-    nets = [train.load_prior(checkpoint)[0]] if checkpoint else []
-    if not nets:
+    if checkpoint:  # a trained prior; `widths` and `depth` describe the fresh networks only
+        net, record = train.load_prior(checkpoint)
+        nets, shape = [net], tuple(record["input_shape"])
+    else:
         seed_everything(0)
-        nets = [models.resnet(depth, w).eval() for w in widths]
+        nets, shape = [models.resnet(depth, w).eval() for w in widths], (3, 32, 32)
+    permute.smooth(models.fold_bn(models.resnet(8, 4)), torch.randn(1, 3, 8, 8), "tsp", 0, 0.01)  # warm-up
     for net in nets:
         folded = models.fold_bn(net)
-        x = torch.randn(8, net.arch["in_channels"], 32, 32)
+        x = torch.randn(8, *shape)
         groups = permute.channel_groups(folded)
         with torch.no_grad():
             logit_scale = folded(x).abs().max().item()  # untrained deep nets have huge logits: float32 rounding grows

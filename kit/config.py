@@ -109,20 +109,23 @@ class PriorConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
+PERMUTE_METHODS = ("identity", "random", "greedy", "2opt", "tsp")  # channel orders kit.permute offers
+
+
 @dataclass
 class PermuteConfig:
     """Weight smoothing by channel permutation: notebook 02 (paper 002 sec. 3.3)."""
 
     SECTION: ClassVar[str] = "permute"
     profile: str = "quick"  # name of the profile these values started from (recorded, not used)
-    seed: int = 0  # seeds the 'random' method and the evaluation subset
+    seed: int = 0  # seeds the 'random' method
     method: str = "tsp"  # channel order: 'tsp' (fast-tsp, shortest Hamiltonian path), '2opt', 'greedy', 'random', 'identity'
     seconds_per_group: float = 0.1  # fast-tsp / 2-opt time budget per coupled group, in seconds
-    compare_methods: bool = True  # also smooth with identity / random / greedy, for the comparison figure
+    compare_methods: bool = True  # also smooth with every other method, for the comparison figure
 
     def __post_init__(self):
-        methods = ("tsp", "2opt", "greedy", "random", "identity")
-        _require(self.method in methods, f"Unknown permutation method {self.method!r}; choose one of {', '.join(methods)}.")
+        _require(self.method in PERMUTE_METHODS,
+                 f"Unknown permutation method {self.method!r}; choose one of {', '.join(PERMUTE_METHODS)}.")
         _require(self.seconds_per_group > 0, f"permute.seconds_per_group must be > 0; got {self.seconds_per_group}.")
 
 

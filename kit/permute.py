@@ -25,10 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kit.config import PERMUTE_METHODS as METHODS  # 'tsp' uses fast-tsp; '2opt' is the numpy fallback
 from kit.errors import KitError
 from kit.models import ResNet
-
-METHODS = ("identity", "random", "greedy", "2opt", "tsp")  # 'tsp' uses fast-tsp; '2opt' is the numpy fallback
 
 
 @dataclass
@@ -116,32 +115,37 @@ def shortest_path(dist: np.ndarray, method: str = "tsp", seed: int = 0, seconds:
     n = len(dist)
     if method not in METHODS:
         raise KitError(f"Unknown permutation method {method!r}; choose one of {', '.join(METHODS)}.")
-    if method == "identity" or n <= 2:
+    if n <= 2:
+        return np.arange(n), "trivial"  # every order of ≤ 2 channels has the same path length
+    if method == "identity":
         return np.arange(n), "identity"
     if method == "random":
         return np.random.default_rng(seed).permutation(n), "random"
     if method == "greedy":
         return greedy_path(dist), "greedy"
-    if method == "tsp":
-        try:
-            import fast_tsp
-        except ImportError:
-            method = "2opt"  # recorded in the report as the solver actually used
-        else:
-            return _fast_tsp_path(dist, seconds, fast_tsp), "fast-tsp"
-    return two_opt(dist, greedy_path(dist), seconds), "2opt"
+    greedy = greedy_path(dist)
+    try:
+        import fast_tsp
+    except ImportError:
+        fast_tsp = None  # the report records '2opt' as the solver actually used
+    if method == "tsp" and fast_tsp is not None:
+        order, solver = _fast_tsp_path(dist, seconds, fast_tsp), "fast-tsp"
+    else:
+        order, solver = two_opt(dist, greedy, seconds), "2opt"
+    # fast-tsp is a heuristic on rounded distances: never return a path longer than the greedy one.
+    return (order, solver) if path_length(dist, order) <= path_length(dist, greedy) else (greedy, "greedy")
 
 
 def _fast_tsp_path(dist: np.ndarray, seconds: float, fast_tsp) -> np.ndarray:
     """Open path via a closed tour with one dummy city, on distances scaled to fast-tsp's integers."""
     n = len(dist)
     top = dist.max()
-    scaled = np.rint(dist * (30000.0 / top)).astype(np.int64) if top > 0 else np.zeros_like(dist, np.int64)
-    full = np.empty((n + 1, n + 1), np.int64)
+    scaled = np.rint(dist * (60000.0 / top)).astype(np.int64) if top > 0 else np.zeros_like(dist, np.int64)
+    full = np.empty((n + 1, n + 1), np.int64)  # fast-tsp takes integers up to 65535
     full[:n, :n] = scaled
-    # A constant dummy distance M ≥ max/2 keeps the triangle inequality; every tour pays 2M, so the best
-    # tour is the best open path between the dummy's two neighbours.
-    full[n, :], full[:, n] = 15000, 15000
+    # Every tour pays the constant dummy distance twice, so the best tour is the best open path between the
+    # dummy's two neighbours; M ≥ max/2 keeps the dummy's edges within the triangle inequality.
+    full[n, :], full[:, n] = 30000, 30000
     full[n, n] = 0
     tour = list(fast_tsp.find_tour(full.tolist(), duration_seconds=seconds, max_threads=1))
     k = tour.index(n)
@@ -222,6 +226,7 @@ def apply_permutation(state: dict[str, torch.Tensor], groups: list[Group],
 @torch.no_grad()
 def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
     a_mode, b_mode = a.training, b.training
+    x = x.to(next(a.parameters()).device)
     diff = (a.eval()(x) - b.eval()(x)).abs().max().item()
     a.train(a_mode), b.train(b_mode)
     return diff
@@ -232,7 +237,8 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
            progress: bool = False) -> tuple[torch.nn.Module, dict]:
     """(smoothed copy of `model`, report). The report holds TV before/after (total and per tensor), each
     group's path length and solve time, the solver used, the largest logit difference on
-    `example_input`, and the permutation itself (group name → new order), which `permutation=` reuses."""
+    `example_input`, and the permutation itself (group name → new order), which `permutation=` reuses.
+    A group's `seconds` is the solver's time alone (its distances are computed before the clock starts)."""
     from tqdm.auto import tqdm
 
     groups = channel_groups(model)
@@ -241,8 +247,8 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
     tv_before, per_before = total_variation(model)
     solved, rows = {}, []
     for i, g in enumerate(tqdm(groups, desc=f"smooth ({method})", disable=not progress)):
-        t0 = time.perf_counter()
         dist = l1_distances(group_features(state, g))
+        t0 = time.perf_counter()
         if permutation is not None:
             if sorted(permutation.get(g.name, [])) != list(range(len(dist))):
                 raise KitError(f"The saved permutation has no valid order for group {g.name} ({len(dist)} channels); "
@@ -256,7 +262,8 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
     smoothed = copy.deepcopy(model)
     smoothed.load_state_dict(apply_permutation(state, groups, solved))
     tv_after, per_after = total_variation(smoothed)
-    report = {"method": method, "solvers": sorted({r["solver"] for r in rows}), "tv_before": tv_before,
+    report = {"method": method, "seed": seed, "seconds_per_group": seconds_per_group,
+              "solvers": sorted({r["solver"] for r in rows}), "tv_before": tv_before,
               "tv_after": tv_after, "tv_reduction": 1 - tv_after / tv_before if tv_before else 0.0,
               "solve_seconds": sum(r["seconds"] for r in rows), "groups": rows,
               "tv_per_tensor_before": per_before, "tv_per_tensor_after": per_after,
@@ -285,15 +292,25 @@ def smooth_checkpoint(prior_path, out_path, example_input: torch.Tensor, method:
     prior, record = train.load_prior(prior_path)
     folded = models.fold_bn(prior)
     digest = state_digest(folded)
-    saved = None
+    saved, old = None, {}
     if Path(out_path).exists():
-        old = io.load_torch(out_path, "smoothed checkpoint")
-        if old.get("prior_digest") == digest and old.get("report", {}).get("method") == method:
-            saved = old["report"]["permutation"]
+        previous = io.load_torch(out_path, "smoothed checkpoint")
+        old = previous.get("report", {})
+        settings = (old.get("method"), old.get("seed"), old.get("seconds_per_group"))
+        if previous.get("prior_digest") == digest and settings == (method, seed, seconds_per_group):
+            saved = old["permutation"]
     smoothed, report = smooth(folded, example_input, method, seed, seconds_per_group, saved, progress)
     report["reused_permutation"] = saved is not None
+    if saved is not None:  # report how the permutation was found, not the instant of reading it back
+        report["groups"], report["solve_seconds"], report["solvers"] = old["groups"], old["solve_seconds"], old["solvers"]
     io.save_torch({"arch": smoothed.arch, "state_dict": smoothed.state_dict(), "report": report,
                    "prior": str(prior_path), "prior_digest": digest, "dataset": record.get("dataset"),
                    "input_shape": record.get("input_shape"), "config": record.get("config"),
                    "metrics": record.get("metrics")}, out_path)
     return smoothed, report
+
+
+def compare_methods(model: torch.nn.Module, example_input: torch.Tensor, seed: int = 0,
+                    seconds_per_group: float = 0.1, methods=METHODS) -> dict[str, float]:
+    """Total TV of `model` after smoothing with each method (the ablation of paper 002's permutation)."""
+    return {m: smooth(model, example_input, m, seed, seconds_per_group)[1]["tv_after"] for m in methods}

@@ -58,15 +58,17 @@ def test_smooth_reports_equivalence_and_lower_tv():
     assert len(report["groups"]) == 12 and all(r["path_after"] <= r["path_before"] + 1e-6 for r in report["groups"])
 
 
-def test_group_paths_account_for_all_permutable_tv():
-    """TV = Σ group path lengths + the part no permutation can touch (class axis, image channels)."""
-    model = _net(8, 8, batchnorm=False)
-    x = torch.randn(2, 3, 32, 32)
-    _, a = permute.smooth(model, x, method="identity")
-    _, b = permute.smooth(model, x, method="random", seed=3)
-    fixed_a = a["tv_before"] - sum(r["path_before"] for r in a["groups"])
-    fixed_b = b["tv_after"] - sum(r["path_after"] for r in b["groups"])
-    assert fixed_a == pytest.approx(fixed_b, rel=1e-6)
+@pytest.mark.parametrize("batchnorm", [True, False], ids=["bn", "folded"])
+def test_group_paths_account_for_all_permutable_tv(batchnorm):
+    """TV = Σ group path lengths + the part no permutation can touch: fc along the class axis, fc.bias and
+    the stem along the image-channel axis."""
+    model = _net(8, 8, batchnorm=batchnorm)
+    _, report = permute.smooth(model, torch.randn(2, 3, 32, 32), method="random", seed=3)
+    sd = model.state_dict()
+    diff = lambda t, axis: (t.double().diff(dim=axis)).abs().sum().item()
+    untouchable = diff(sd["fc.weight"], 0) + diff(sd["fc.bias"], 0) + diff(sd["stem.conv.weight"], 1)
+    assert report["tv_before"] - sum(r["path_before"] for r in report["groups"]) == pytest.approx(untouchable, rel=1e-9)
+    assert report["tv_after"] - sum(r["path_after"] for r in report["groups"]) == pytest.approx(untouchable, rel=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +100,33 @@ def test_path_is_optimal_on_small_groups(n, method):
         assert permute.path_length(dist, order) <= best + tolerance
     else:  # 2-opt is a local search: optimal on these tiny cases is not promised, near-optimal is
         assert permute.path_length(dist, order) <= 1.25 * best
+
+
+def test_two_opt_reaches_a_local_optimum_from_a_random_start():
+    rng = np.random.default_rng(7)
+    dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(14, 6))))
+    start = rng.permutation(14)
+    order = permute.two_opt(dist, start.copy(), seconds=5.0)
+    assert permute.path_length(dist, order) < permute.path_length(dist, start)
+    for i in range(14):  # brute force: no segment reversal shortens the result any more
+        for j in range(i + 1, 14):
+            trial = order.copy()
+            trial[i:j + 1] = trial[i:j + 1][::-1]
+            assert permute.path_length(dist, trial) >= permute.path_length(dist, order) - 1e-9
+
+
+def test_greedy_is_the_best_nearest_neighbour_path():
+    rng = np.random.default_rng(3)
+    dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(12, 5))))
+
+    def from_start(s):  # the textbook loop
+        path, left = [s], set(range(12)) - {s}
+        while left:
+            path.append(min(left, key=lambda k: dist[path[-1], k]))
+            left.remove(path[-1])
+        return path
+    best = min(permute.path_length(dist, from_start(s)) for s in range(12))
+    assert permute.path_length(dist, permute.greedy_path(dist)) == pytest.approx(best)
 
 
 def test_dummy_city_is_rotated_not_spliced():
@@ -138,6 +167,29 @@ def test_saved_permutation_is_reused(trained, tmp_path):
     assert record["report"]["permutation"] == r1["permutation"]
     with torch.no_grad():
         assert torch.equal(loaded(x), first.eval()(x))
+
+
+def test_saved_permutation_is_not_reused_for_other_settings(trained, tmp_path):
+    _, result = trained
+    x = torch.randn(4, 1, 28, 28)
+    out = tmp_path / "smoothed.pt"
+    permute.smooth_checkpoint(result.checkpoint, out, x, method="random", seed=1, progress=False)
+    _, same = permute.smooth_checkpoint(result.checkpoint, out, x, method="random", seed=1, progress=False)
+    _, other_seed = permute.smooth_checkpoint(result.checkpoint, out, x, method="random", seed=2, progress=False)
+    _, other_method = permute.smooth_checkpoint(result.checkpoint, out, x, method="greedy", seed=2, progress=False)
+    assert same["reused_permutation"] and not other_seed["reused_permutation"] and not other_method["reused_permutation"]
+    assert other_seed["permutation"] != same["permutation"]
+
+
+def test_failed_smoothing_writes_nothing(tmp_path):
+    from kit import io
+    broken = _net(8, 4, batchnorm=True)
+    with torch.no_grad():
+        broken.layer1[0].conv2.weight[0, 0, 0, 0] = float("inf")
+    io.save_torch({"arch": broken.arch, "state_dict": broken.state_dict()}, tmp_path / "prior.pt")
+    with pytest.raises(KitError, match="layer1.0.conv2.weight holds NaN or infinite"):
+        permute.smooth_checkpoint(tmp_path / "prior.pt", tmp_path / "smoothed.pt", torch.randn(1, 3, 8, 8))
+    assert not (tmp_path / "smoothed.pt").exists()
 
 
 def test_bad_input_names_the_tensor():
