@@ -138,7 +138,8 @@ def bench_permute(widths=(16, 64), depth: int = 56, seconds: float = 0.1, refere
         with torch.no_grad():
             logit_scale = folded(x).abs().max().item()  # untrained deep nets have huge logits: float32 rounding grows
         row = {"model": f"ResNet-{net.arch['depth']} width {net.arch['width']}", "groups": len(groups),
-               "largest_group": max(g.channels(folded.state_dict()) for g in groups), "logit_scale": logit_scale}
+               "largest_group": max(g.channels(folded.state_dict()) for g in groups), "logit_scale": logit_scale,
+               "kit_budget": seconds, "reference_budget": reference_seconds}
         for key, budget in (("kit", seconds), ("reference", reference_seconds)):
             t0 = time.perf_counter()
             _, report = permute.smooth(folded, x, "tsp", 0, budget)
@@ -151,9 +152,9 @@ def bench_permute(widths=(16, 64), depth: int = 56, seconds: float = 0.1, refere
     return rows
 
 
-def print_permute(rows: list[dict], seconds: float, reference_seconds: float) -> None:
-    print(f"bench permute: fast-tsp with {seconds} s per group (kit default) against {reference_seconds} s per group")
+def print_permute(rows: list[dict]) -> None:
     for r in rows:
+        print(f"bench permute: fast-tsp with {r['kit_budget']} s per group (kit) against {r['reference_budget']} s per group")
         print(f"  {r['model']}: {r['groups']} groups (largest {r['largest_group']} channels)")
         print(f"    kit:       {r['kit_seconds']:7.2f} s total, TV reduction {100 * r['kit_tv_reduction']:6.2f}%, "
               f"max logit diff {r['kit_max_logit_diff']:.1e} (largest |logit| {r['logit_scale']:.1e})")

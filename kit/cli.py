@@ -109,8 +109,7 @@ def _dispatch(args) -> int:
         if args.what == "prior":
             bench.print_prior(bench.bench_prior(args.device, args.batch_size, args.steps, args.rounds))
         else:
-            rows = bench.bench_permute(seconds=args.seconds_per_group, checkpoint=args.checkpoint)
-            bench.print_permute(rows, args.seconds_per_group, 2.0)
+            bench.print_permute(bench.bench_permute(seconds=args.seconds_per_group, checkpoint=args.checkpoint))
     elif args.command == "data":
         from kit import config as C
         from kit import data as D

@@ -97,8 +97,7 @@ class Data:
         n = len(split)
         order = torch.randperm(n, generator=generator)
         pad = self.cfg.crop_padding if augmented else 0
-        shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator) if pad else None
-        flips = (torch.rand(n, generator=generator) < 0.5) if augmented and self.cfg.flip else None
+        shifts, flips = draw_augmentation(n, pad, augmented and self.cfg.flip, generator)
         to_device = lambda t: None if t is None else t.to(self.device, non_blocking=True)
         order, shifts, flips = to_device(order), to_device(shifts), to_device(flips)
         for i in range(n // bs):
@@ -135,12 +134,18 @@ def augment(x: torch.Tensor, padding: int, shifts: torch.Tensor | None, flips: t
     return x
 
 
+def draw_augmentation(n: int, padding: int, flip: bool, generator: torch.Generator):
+    """Random draws for n images: crop shifts (n, 2) in [0, 2p] (None without padding), flips (n,) (None without)."""
+    shifts = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator) if padding > 0 else None
+    flips = (torch.rand(n, generator=generator) < 0.5) if flip else None
+    return shifts, flips
+
+
 def augment_batch(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop after zero padding, then random horizontal flip, with draws from `generator`."""
-    B = x.shape[0]
-    shifts = torch.randint(0, 2 * padding + 1, (B, 2), generator=generator).to(x.device) if padding > 0 else None
-    flips = (torch.rand(B, generator=generator) < 0.5).to(x.device) if flip else None
-    return augment(x, padding, shifts, flips)
+    shifts, flips = draw_augmentation(x.shape[0], padding, flip, generator)
+    to_device = lambda t: None if t is None else t.to(x.device)
+    return augment(x, padding, to_device(shifts), to_device(flips))
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,17 +57,18 @@ def channel_groups(model: torch.nn.Module) -> list[Group]:
         names = [f"{conv}.weight", f"{conv}.bias"] + [f"{bn}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
         return [(n, 0) for n in names if n in state]
 
-    groups, stream = [], produced("stem.conv", "stem.bn")
+    groups, stream, streams = [], produced("stem.conv", "stem.bn"), 0
     for name, block in model.blocks():
         stream.append((f"{name}.conv1.weight", 1))
         if block.shortcut is not None:  # the block reads the old stream and starts a new one
             stream.append((f"{name}.shortcut.conv.weight", 1))
-            groups.append(Group(f"stream{len([g for g in groups if g.name.startswith('stream')]) + 1}", stream))
+            streams += 1
+            groups.append(Group(f"stream{streams}", stream))
             stream = produced(f"{name}.shortcut.conv", f"{name}.shortcut.bn")
         stream += produced(f"{name}.conv2", f"{name}.bn2")
         groups.append(Group(f"{name}.hidden", produced(f"{name}.conv1", f"{name}.bn1") + [(f"{name}.conv2.weight", 1)]))
     stream.append(("fc.weight", 1))
-    groups.append(Group(f"stream{len([g for g in groups if g.name.startswith('stream')]) + 1}", stream))
+    groups.append(Group(f"stream{streams + 1}", stream))
     return groups
 
 

@@ -64,18 +64,17 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
             pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
                                 kernel_name="python3", progress_bar=False, log_output=False,
                                 stdout_file=sys.stdout, stderr_file=sys.stderr, execution_timeout=timeout)
-        except (nbx.CellTimeoutError, nbx.DeadKernelError) as err:
+        except (nbx.CellTimeoutError, nbx.DeadKernelError, pm.PapermillExecutionError) as err:
             records.append({"notebook": notebook.stem, "status": "failed", "seconds": time.perf_counter() - t0})
             _write_summary(out, profile, dataset, seed, device, records)
-            why = "a cell ran past --timeout" if isinstance(err, nbx.CellTimeoutError) else "its kernel died (out of memory?)"
-            raise KitError(f"Notebook {notebook.stem} stopped: {why}; the partly executed notebook is {executed}.") from None
-        except pm.PapermillExecutionError as err:
-            records.append({"notebook": notebook.stem, "status": "failed", "seconds": time.perf_counter() - t0})
-            _write_summary(out, profile, dataset, seed, device, records)
-            cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
-            first_line = (err.source or "").strip().splitlines()[0] if (err.source or "").strip() else ""
-            raise KitError(f"Notebook {notebook.stem} failed in cell {cell} (`{first_line}`) with {err.ename}: "
-                           f"{err.evalue.strip()}; the executed notebook is {executed}.") from None
+            if isinstance(err, pm.PapermillExecutionError):
+                cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
+                lines = (err.source or "").strip().splitlines()
+                why = f"failed in cell {cell} (`{lines[0] if lines else ''}`) with {err.ename}: {err.evalue.strip()}"
+            else:
+                why = "stopped: " + ("a cell ran past --timeout" if isinstance(err, nbx.CellTimeoutError)
+                                     else "its kernel died (out of memory?)")
+            raise KitError(f"Notebook {notebook.stem} {why}; the executed notebook is {executed}.") from None
         seconds = time.perf_counter() - t0
         records.append({"notebook": notebook.stem, "status": "ok", "seconds": round(seconds, 1),
                         "parameters": params, "executed": str(executed)})
