@@ -47,6 +47,8 @@ test-gpu: setup
 
 bench: setup
 	$(PY) -m kit bench prior
+	$(PY) -m kit bench permute
+	$(PY) -m kit bench inr
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -2,7 +2,9 @@
 
   pipeline     run the numbered notebooks headlessly (papermill), in order
   train-prior  train the prior network without a notebook
-  bench        benchmarks (`bench prior`)
+  morph        export a plain network at a compression ratio γ from a metamorphic checkpoint
+  evaluate     accuracy, widths and cost of a metamorphic checkpoint at several γ (table + CSV)
+  bench        benchmarks (`bench prior | permute | inr`)
   data         check that a dataset is available (fetch CIFAR when the network allows)
 Errors the user can fix are printed as one sentence, without a traceback.
 """
@@ -43,10 +45,27 @@ def parser() -> argparse.ArgumentParser:
                    help="any other config field, e.g. optim.lr=0.05 data.batch_size=256")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
 
+    p = sub.add_parser("morph", help="export a plain ResNet at γ from a metamorph.pt (runs without the INR)")
+    p.add_argument("--checkpoint", required=True, help="metamorph.pt written by notebook 03")
+    p.add_argument("--gamma", type=float, required=True, help="compression ratio γ (< 1; negative = wider than the prior)")
+    p.add_argument("--out", required=True, help="file to write (same layout as prior.pt: arch + state_dict)")
+    p.add_argument("--k", type=int, default=None, help="generations averaged (default: the checkpoint's k_samples)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the averaged generations (default 0)")
+
+    p = sub.add_parser("evaluate", help="accuracy of a metamorph.pt at several γ; prints a table, writes a CSV")
+    p.add_argument("--checkpoint", required=True, help="metamorph.pt written by notebook 03")
+    p.add_argument("--gammas", required=True, help="comma-separated γ, e.g. 0,0.25,0.5,0.75,-0.25")
+    p.add_argument("--k", type=int, default=None, help="generations averaged (default: the checkpoint's k_samples)")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="data split (default test)")
+    p.add_argument("--csv", default=None, help="CSV to write (default: evaluate.csv next to the checkpoint)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the averaged generations (default 0)")
+
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
-    p.add_argument("what", choices=["prior", "permute"],
+    p.add_argument("what", choices=["prior", "permute", "inr"],
                    help="prior: training throughput against a bare PyTorch loop; "
-                        "permute: ResNet-56 smoothing time and TV reduction against 2 s per group")
+                        "permute: ResNet-56 smoothing time and TV reduction against 2 s per group; "
+                        "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code")
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", help="permute: smooth this prior.pt instead of fresh ResNet-56s")
     p.add_argument("--seconds-per-group", type=float, default=0.1, help="permute: the kit's budget (default 0.1)")
@@ -104,10 +123,27 @@ def _dispatch(args) -> int:
         io.write_metrics(out, result.metrics, cfg)
         print(f"prior: test accuracy {result.metrics['test_accuracy']:.4f} (epoch {result.metrics['best_epoch']}, "
               f"{result.metrics['parameters']:,} parameters) -> {result.checkpoint}")
+    elif args.command == "morph":
+        from kit import io, metamorph
+        net, record = metamorph.load(args.checkpoint)
+        k = record["config"]["k_samples"] if args.k is None else args.k
+        model = net.export(args.gamma, k, args.seed)
+        path = io.save_torch({"arch": model.arch, "state_dict": model.state_dict(), "gamma": args.gamma, "k": k,
+                              "seed": args.seed, "source": str(Path(args.checkpoint).resolve()),
+                              "dataset": record["dataset"], "input_shape": record["input_shape"],
+                              "config": record["prior_config"]}, args.out)
+        cost = net.cost(args.gamma, record["input_shape"])
+        print(f"γ = {args.gamma}: widths {net.widths(args.gamma)}, {cost['parameters']:,} parameters, "
+              f"{cost['macs'] / 1e6:.1f} M MACs, K = {k} -> {path}")
+    elif args.command == "evaluate":
+        _evaluate(args)
     elif args.command == "bench":
         from kit import bench
         if args.what == "prior":
             bench.print_prior(bench.bench_prior(args.device, args.batch_size, args.steps, args.rounds))
+        elif args.what == "inr":
+            from kit import bench_inr
+            bench_inr.print_inr(bench_inr.bench_inr(args.device, rounds=args.rounds))
         else:
             bench.print_permute(bench.bench_permute(seconds=args.seconds_per_group, checkpoint=args.checkpoint))
     elif args.command == "data":
@@ -117,3 +153,34 @@ def _dispatch(args) -> int:
         sizes = ", ".join(f"{k} {len(s)}" for k, s in d.splits.items())
         print(f"{args.name}: {d.num_classes} classes, images {d.input_shape}, {sizes}")
     return 0
+
+
+
+def _evaluate(args) -> None:
+    from kit import io, metamorph, metatrain
+    try:
+        gammas = [float(g) for g in args.gammas.split(",") if g.strip()]
+    except ValueError:
+        raise KitError(f"--gammas takes comma-separated numbers such as 0,0.25,-0.25; got {args.gammas!r}.") from None
+    net, record = metamorph.load(args.checkpoint)
+    cfg = record["config"]
+    k = cfg["k_samples"] if args.k is None else args.k
+    for g in gammas:
+        net.widths(g)  # every γ checked before any work
+    data = metatrain.load_data_for(record, args.device)
+    pool = metamorph.pool_gammas(cfg["gamma_max"], cfg["pool_size"])
+    accuracy = metatrain.evaluate_gammas(net.to(data.device), data, gammas, k, args.split, seed=args.seed)
+    net.to("cpu")
+    rows = []
+    for g in gammas:
+        cost = net.cost(g, record["input_shape"])
+        rows.append({"gamma": metamorph.gamma_key(g), "kind": net.kind(g, pool),
+                     "widths": " ".join(str(h) for h in net.widths(g).values()), "parameters": cost["parameters"],
+                     "macs": cost["macs"], f"{args.split}_accuracy": accuracy[metamorph.gamma_key(g)], "k": k})
+    out = Path(args.csv) if args.csv else Path(args.checkpoint).resolve().parent / "evaluate.csv"
+    print(f"{'γ':>8} {'kind':>8} {'widths':>12} {'parameters':>11} {'MACs (M)':>9} {args.split + ' acc':>9}")
+    for r in rows:
+        print(f"{r['gamma']:>8} {r['kind']:>8} {r['widths']:>12} {r['parameters']:>11,} {r['macs'] / 1e6:>9.2f} "
+              f"{100 * r[args.split + '_accuracy']:>8.2f}%")
+    io.write_csv(rows, out)
+    print(f"K = {k} generations averaged -> {out}")

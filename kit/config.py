@@ -63,13 +63,17 @@ class ModelConfig:
         _require(self.width >= 1, f"model.width must be a positive integer; got {self.width}.")
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass
 class OptimConfig:
     epochs: int = 4  # passes over the training split
-    lr: float = 0.1  # peak learning rate of SGD, reached at the end of warm-up
-    momentum: float = 0.9  # SGD momentum coefficient
-    nesterov: bool = True  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 coefficient applied by SGD to conv/linear weights (not biases or BN)
+    optimizer: str = "sgd"  # 'sgd' (with momentum; the priors) or 'adamw' (the INRs, paper 002/000 sec. 4.1)
+    lr: float = 0.1  # peak learning rate, reached at the end of warm-up
+    momentum: float = 0.9  # SGD momentum coefficient (sgd only)
+    nesterov: bool = True  # Nesterov momentum (sgd only)
+    weight_decay: float = 5e-4  # decay of weight matrices and kernels, never biases, norms or gates (AdamW: decoupled)
     warmup_epochs: float = 0.5  # epochs of linear warm-up from 0 to lr (fractions allowed)
     final_lr_ratio: float = 0.0  # cosine decays to lr·final_lr_ratio at the last step
     label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
@@ -77,6 +81,7 @@ class OptimConfig:
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"optim.epochs must be at least 1; got {self.epochs}.")
+        _require(self.optimizer in OPTIMIZERS, f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         _require(self.lr > 0 and self.weight_decay >= 0 and self.grad_clip >= 0 and self.warmup_epochs >= 0,
                  "optim.lr must be > 0 and optim.weight_decay, grad_clip, warmup_epochs ≥ 0.")
         _require(0 <= self.momentum < 1 and 0 <= self.final_lr_ratio <= 1,
@@ -129,6 +134,78 @@ class PermuteConfig:
         _require(self.seconds_per_group > 0, f"permute.seconds_per_group must be > 0; got {self.seconds_per_group}.")
 
 
+INR_ACTIVATIONS = ("relu", "elu")
+
+
+@dataclass
+class INRConfig:
+    """The hypernetwork: one residual MLP per generated tensor (paper 002 sec. 3.2, paper 000 sec. 2.1)."""
+
+    hidden: int = 512  # units in every hidden layer of each MLP
+    depth: int = 8  # input layer + (depth − 1) gated residual layers, then the output layer (NeuMeta's resmlp)
+    activation: str = "relu"  # 'relu' (NeuMeta) or 'elu' (HTTY, paper 000 sec. 4.1)
+    num_freqs: int = 10  # Fourier frequencies 2^0…2^(F−1)·π per coordinate; ≤ 16 (float32 resolves no more)
+    gate_init: float = 0.1  # starting value of the residual gates (NeuMeta's resmlp: 0.1)
+    disentangled: bool = False  # biases from their own scalar-output MLPs (HTTY sec. 3.5), not the first output
+
+    def __post_init__(self):
+        _require(self.hidden >= 1 and self.depth >= 1, "inr.hidden and inr.depth must be ≥ 1.")
+        _require(self.activation in INR_ACTIVATIONS, f"inr.activation must be 'relu' or 'elu'; got {self.activation!r}.")
+        _require(0 <= self.num_freqs <= 16, f"inr.num_freqs must be between 0 and 16 (higher frequencies are below "
+                                            f"float32 resolution); got {self.num_freqs}.")
+
+
+@dataclass
+class LossConfig:
+    """Loss weights of metamorphic training (paper 002 eq. 9, paper 000 eq. 3)."""
+
+    task: float = 1.0  # λ_task: cross-entropy of the generated network
+    reconstruction: float = 1.0  # λ_rec: magnitude-weighted MSE to the smoothed prior's weights, when γ = 0
+    regularization: float = 1e-4  # λ_reg: Σ over generated tensors of their Frobenius norm
+
+    def __post_init__(self):
+        _require(min(self.task, self.reconstruction, self.regularization) >= 0, "loss weights must be ≥ 0.")
+
+
+MORPH_METHODS = ("neumeta",)  # training recipes of notebook 03 (HTTY comes with its issue)
+GAMMAS_EVAL = [-0.25, -0.125, 0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75]  # seen, between, beyond
+
+
+@dataclass
+class MorphConfig:
+    """Metamorphic training on a smoothed prior: notebook 03 (NeuMeta, paper 002 sec. 3.4 and 4.1)."""
+
+    SECTION: ClassVar[str] = "morph"
+    profile: str = "quick"  # name of the profile these values started from (recorded, not used)
+    seed: int = 0  # seeds the INR's initialisation, the γ draws, the coordinate noise and the batch order
+    method: str = "neumeta"  # training recipe: 'neumeta'
+    setting: str = "last_block"  # metamorphic blocks: 'last_block', 'last_stage', 'all', or names 'layer3.1,layer3.2'
+    gamma_max: float = 0.5  # the training pool is [0, gamma_max] (compression ratio γ: hidden width (1 − γ)·H)
+    pool_size: int = 17  # evenly spaced γ in the pool, ends included (17: every 2nd width of a 64-wide block)
+    coordinate_noise: float = 1.0  # width of the uniform noise on the index coordinates, in index steps (0 = none)
+    k_samples: int = 10  # generations averaged (K) for the final evaluation and for export
+    k_select: int = 1  # generations averaged when validating after each epoch
+    select_gammas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])  # mean val accuracy here selects
+    gammas_eval: list[float] = field(default_factory=lambda: list(GAMMAS_EVAL))  # γ of the final test evaluation
+    ema: float = 0.995  # decay per step of the INR's exponential moving average, which is evaluated (0 = off)
+    batch_size: int = 64  # images per step (NeuMeta: 64); the rest of the data settings are the prior's
+    inr: INRConfig = field(default_factory=INRConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        epochs=200, optimizer="adamw", lr=1e-3, weight_decay=1e-2, warmup_epochs=1.0, grad_clip=10.0))
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self):
+        _require(self.method in MORPH_METHODS, f"Unknown method {self.method!r}; choose one of {', '.join(MORPH_METHODS)}.")
+        _require(0 <= self.gamma_max < 1, f"gamma_max must be in [0, 1); got {self.gamma_max}.")
+        _require(self.pool_size >= 1, f"pool_size must be ≥ 1; got {self.pool_size}.")
+        _require(self.coordinate_noise >= 0 and 0 <= self.ema < 1, "coordinate_noise must be ≥ 0 and ema in [0, 1).")
+        _require(self.k_samples >= 1 and self.k_select >= 1,
+                 f"k_samples and k_select (generations averaged, K) must be ≥ 1; got {self.k_samples}, {self.k_select}.")
+        _require(bool(self.select_gammas) and bool(self.gammas_eval), "select_gammas and gammas_eval must not be empty.")
+        _require(self.batch_size >= 1, f"batch_size must be ≥ 1; got {self.batch_size}.")
+
+
 # Each profile maps a config SECTION to nested overrides of the dataclass defaults.
 PROFILES: dict[str, dict[str, dict]] = {
     "smoke": {
@@ -139,12 +216,20 @@ PROFILES: dict[str, dict[str, dict]] = {
             "runtime": {"progress": False},
         },
         "permute": {"seconds_per_group": 0.02},
+        "morph": {
+            "inr": {"hidden": 32, "depth": 2, "num_freqs": 4}, "pool_size": 5, "batch_size": 32,
+            "k_samples": 2, "select_gammas": [0.0, 0.5], "gammas_eval": [-0.25, 0.0, 0.25, 0.3125, 0.5, 0.75],
+            "optim": {"epochs": 2, "lr": 3e-3, "warmup_epochs": 0.2}, "runtime": {"progress": False},
+        },
     },
     "quick": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
+        "morph": {"inr": {"hidden": 128, "depth": 4}, "k_samples": 5, "batch_size": 128,
+                  "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.2}},
     },
     "full": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 30, "warmup_epochs": 1.0}},
+        "morph": {"inr": {"hidden": 256, "depth": 4}, "k_samples": 20, "optim": {"epochs": 10, "warmup_epochs": 0.5}},
     },
     "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
         "prior": {
@@ -152,6 +237,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "model": {"depth": 56, "width": 16},
             "optim": {"epochs": 200, "lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 1.0},
         },
+        "morph": {"k_samples": 100},  # the dataclass defaults are NeuMeta's CIFAR settings (reference notes sec. 5)
     },
 }
 
@@ -182,6 +268,9 @@ def from_dict(cls: type, values: dict[str, Any], where: str = ""):
         raise KitError(f"Unknown config key {where + unknown[0]!r}; valid keys here are: {', '.join(fields)}.")
     kwargs = {}
     for name, value in values.items():
+        factory = fields[name].default_factory
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict) and factory is not dataclasses.MISSING:
+            value = _merge(dataclasses.asdict(factory()), value)  # a section's own defaults (e.g. morph's AdamW) first
         kwargs[name] = _check(hints[name], value, where + name)
     return cls(**kwargs)
 

@@ -8,22 +8,30 @@ by, relative to the prior ("reference") network:
 
 where O × I is the generated tensor's size and O_ref × I_ref the prior's. Fourier features
 [x, sin(2^k π x), cos(2^k π x)] (k < num_freqs) feed a residual MLP. "Block-based" (paper 000 sec. 2.1):
-one MLP per generated tensor. Here all of them live in one `MLPBank` whose weights are stacked, so a
-single batched matmul per layer evaluates every MLP at once (no Python loop over tensors, no masked
-writes; ../shared/notes/neumeta-reference.md sec. 1.4, 7).
+one MLP per generated tensor. `WeightINR` keeps them in two `MLPBank`s, one for kernels and one for
+biases, whose weights are stacked, so one batched matmul per layer evaluates every MLP at once: no Python
+loop over tensors, no masked writes, tensors routed by their integer slot and never by a noisy coordinate
+(../shared/notes/neumeta-reference.md sec. 1.4, 7).
 
-Status: coordinates, Fourier features and the batched bank (issue 4's first part). The kernel decoding,
-noise averaging, metamorphic network and NeuMeta trainer are still to come.
+Decoding (paper 000 sec. 2.1): a kernel MLP outputs k_max² values per (o, c) kernel; a smaller kernel takes
+the spatial centre; kernels are divided by the fan-in I. A bias takes the first output of its MLP (NeuMeta),
+or its MLP has a single output ("disentangled", paper 000 sec. 3.5).
+
+Cross-network smoothing (paper 002 sec. 3.3): during training the index coordinates o and c get uniform
+noise of `noise` index steps; the layer slot, the sizes and the fan-in divisor stay exact. At evaluation
+`average` takes the running mean of K generations, the first without noise.
 """
 from __future__ import annotations
 
 import math
-
+from dataclasses import dataclass
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from kit.errors import KitError
+from kit.mlpbank import MLPBank
+
+__all__ = ["MAX_SAFE_FREQS", "coordinates", "fourier_features", "TensorSpec", "WeightINR", "MLPBank"]
 
 MAX_SAFE_FREQS = 16  # 2^15·π·x still has ~1e-2 rad float32 resolution at x≈1; beyond that features are noise
 
@@ -57,57 +65,107 @@ def fourier_features(x: torch.Tensor, num_freqs: int) -> torch.Tensor:
     return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
 
 
-class MLPBank(nn.Module):
-    """`count` residual MLPs of one shape, evaluated together with batched matmuls.
+@dataclass(frozen=True)
+class TensorSpec:
+    """One generated parameter tensor at the prior's size: what the INR's coordinates are relative to."""
 
-    Each MLP: Linear(in → hidden), act, then (depth − 1) blocks x ← x + g_j · act(Linear_j(x)) with a learnable
-    scalar gate g_j, then Linear(hidden → out). Input (count, N, in) → output (count, N, out)."""
+    name: str  # parameter name in the network, e.g. 'layer3.2.conv1.weight'
+    kind: str  # 'kernel' (conv weight (O, I, k, k)) or 'bias' ((O,))
+    ref_out: int  # O_ref: output channels in the prior
+    ref_in: int  # I_ref: input channels in the prior (1 for a bias)
+    kernel: int = 1  # spatial size k of a conv kernel (1 for a bias)
 
-    def __init__(self, count: int, in_dim: int, hidden: int, out_dim: int, depth: int = 4,
-                 activation: str = "relu", gate_init: float = 0.1):
+
+class WeightINR(nn.Module):
+    """The INRs of a list of tensors: one MLP per tensor, kernels in one bank and biases in another.
+
+    `forward(sizes, noise, generator)` takes each tensor's current (out, in) size and returns the tensors,
+    differentiable with respect to the INR's parameters."""
+
+    def __init__(self, specs: list[TensorSpec], hidden: int = 256, depth: int = 4, activation: str = "relu",
+                 num_freqs: int = 10, gate_init: float = 0.1, disentangled: bool = False):
         super().__init__()
-        if activation not in ("relu", "elu"):
-            raise KitError(f"INR activation must be 'relu' or 'elu'; got {activation!r}.")
-        if depth < 1 or count < 1:
-            raise KitError(f"An MLP bank needs depth ≥ 1 and count ≥ 1; got depth {depth}, count {count}.")
-        self.activation = activation
-        self.w_in, self.b_in = self._linear(count, in_dim, hidden)
-        blocks = [self._linear(count, hidden, hidden) for _ in range(depth - 1)]
-        self.w_hidden = nn.Parameter(torch.stack([w for w, _ in blocks], 1) if blocks else torch.empty(count, 0, hidden, hidden))
-        self.b_hidden = nn.Parameter(torch.stack([b for _, b in blocks], 1) if blocks else torch.empty(count, 0, 1, hidden))
-        self.gates = nn.Parameter(torch.full((count, max(depth - 1, 0)), float(gate_init)))
-        self.w_out, self.b_out = self._linear(count, hidden, out_dim)
+        if not specs:
+            raise KitError("An INR needs at least one tensor to generate; the metamorphic setting selected none.")
+        bad = [s.kind for s in specs if s.kind not in ("kernel", "bias")]
+        if bad:
+            raise KitError(f"Unknown generated tensor kind {bad[0]!r}; use 'kernel' or 'bias'.")
+        fourier_features(torch.zeros(1, 6), num_freqs)  # validates num_freqs in one sentence
+        self.specs, self.num_freqs, self.disentangled = list(specs), num_freqs, disentangled
+        self.kernels = [i for i, s in enumerate(specs) if s.kind == "kernel"]
+        self.biases = [i for i, s in enumerate(specs) if s.kind == "bias"]
+        self.k_max = max((specs[i].kernel for i in self.kernels), default=1)
+        in_dim = 6 * (1 + 2 * num_freqs)
+        mk = lambda count, out: MLPBank(count, in_dim, hidden, out, depth, activation, gate_init) if count else None
+        self.kernel_bank = mk(len(self.kernels), self.k_max ** 2)
+        self.bias_bank = mk(len(self.biases), 1 if disentangled else self.k_max ** 2)
+        self._coords: dict[tuple, torch.Tensor] = {}  # (slot, out, in, device) → (out·in, 6), built once
 
-    @staticmethod
-    def _linear(count: int, fan_in: int, fan_out: int) -> tuple[nn.Parameter, nn.Parameter]:
-        """PyTorch's default Linear initialisation, for `count` independent layers: (count, in, out), (count, 1, out)."""
-        bound = 1 / math.sqrt(fan_in)
-        w = torch.empty(count, fan_in, fan_out).uniform_(-bound, bound)
-        b = torch.empty(count, 1, fan_out).uniform_(-bound, bound)
-        return nn.Parameter(w), nn.Parameter(b)
+    def coords(self, slot: int, out_size: int, in_size: int, device) -> torch.Tensor:
+        key = (slot, out_size, in_size, str(device))
+        if key not in self._coords:
+            s = self.specs[slot]
+            self._coords[key] = coordinates(slot, len(self.specs), out_size, in_size, s.ref_out, s.ref_in, device=device)
+        return self._coords[key]
 
-    def _act(self, x):
-        return F.relu(x) if self.activation == "relu" else F.elu(x)
+    def _inputs(self, slots: list[int], sizes: list[tuple[int, int]], noise: float,
+                generator: torch.Generator | None, device) -> list[torch.Tensor]:
+        feats = []
+        for i in slots:
+            out_size, in_size = sizes[i]
+            x = self.coords(i, out_size, in_size, device)
+            if noise > 0:  # uniform noise of `noise` index steps on the o and c coordinates only
+                u = torch.rand(len(x), 2, device=device, generator=generator) - 0.5
+                step = torch.tensor([1.0 / out_size, 1.0 / in_size if in_size > 1 else 0.0], device=device)
+                x = torch.cat([x[:, :1], x[:, 1:3] + noise * u * step, x[:, 3:]], dim=1)
+            feats.append(fourier_features(x, self.num_freqs))
+        return feats
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (count, N, in) → (count, N, out)
-        h = self._act(torch.baddbmm(self.b_in, x, self.w_in))
-        for j in range(self.w_hidden.shape[1]):
-            h = h + self.gates[:, j, None, None] * self._act(torch.baddbmm(self.b_hidden[:, j], h, self.w_hidden[:, j]))
-        return torch.baddbmm(self.b_out, h, self.w_out)
+    def forward(self, sizes: list[tuple[int, int]], noise: float = 0.0, generator: torch.Generator | None = None,
+                chunk: int = 1 << 15) -> list[torch.Tensor]:
+        """The tensors at the given (out, in) sizes, in spec order: kernels (out, in, k, k), biases (out,)."""
+        if len(sizes) != len(self.specs):
+            raise KitError(f"Got sizes for {len(sizes)} tensors but this INR generates {len(self.specs)}.")
+        device = next(self.parameters()).device
+        out: list[torch.Tensor | None] = [None] * len(self.specs)
+        if self.kernels:
+            raw = self.kernel_bank.run(self._inputs(self.kernels, sizes, noise, generator, device), chunk)
+            for i, r in zip(self.kernels, raw):
+                out[i] = self._decode_kernel(r, *sizes[i], self.specs[i].kernel)
+        if self.biases:
+            raw = self.bias_bank.run(self._inputs(self.biases, sizes, noise, generator, device), chunk)
+            for i, r in zip(self.biases, raw):
+                out[i] = r[:, 0]  # (out,): the first output (NeuMeta) or the only one (disentangled)
+        return out
 
-    def forward_one(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """MLP number `index` alone on (N, in): the plain reference the batched forward must equal."""
-        h = self._act(x @ self.w_in[index] + self.b_in[index])
-        for j in range(self.w_hidden.shape[1]):
-            h = h + self.gates[index, j] * self._act(h @ self.w_hidden[index, j] + self.b_hidden[index, j])
-        return h @ self.w_out[index] + self.b_out[index]
+    def _decode_kernel(self, raw: torch.Tensor, out_size: int, in_size: int, k: int) -> torch.Tensor:
+        """(out·in, k_max²) → (out, in, k, k): the spatial centre k×k of each k_max×k_max kernel, / fan-in."""
+        w = raw.reshape(out_size, in_size, self.k_max, self.k_max)
+        s = (self.k_max - k) // 2
+        return w[:, :, s:s + k, s:s + k] / in_size
 
-    def run(self, inputs: list[torch.Tensor], chunk: int = 1 << 16) -> list[torch.Tensor]:
-        """Each MLP i on its own rows inputs[i] (N_i, in), in one batched pass per chunk of rows: shorter
-        inputs are zero-padded to the longest and the padding is cut away again."""
-        if len(inputs) != self.w_in.shape[0]:
-            raise KitError(f"The bank holds {self.w_in.shape[0]} MLPs but got inputs for {len(inputs)} tensors.")
-        longest = max(len(x) for x in inputs)
-        padded = torch.stack([F.pad(x, (0, 0, 0, longest - len(x))) for x in inputs])  # (count, longest, in)
-        out = torch.cat([self(padded[:, i:i + chunk]) for i in range(0, longest, chunk)], dim=1)
-        return [out[k, :len(x)] for k, x in enumerate(inputs)]
+    @torch.no_grad()
+    def average(self, sizes: list[tuple[int, int]], k: int, noise: float, seed: int = 0) -> list[torch.Tensor]:
+        """Running mean of k generations: the first without noise, the others with (paper 002 sec. 3.3)."""
+        if not isinstance(k, int) or k < 1:
+            raise KitError(f"The number of averaged generations K must be an integer ≥ 1; got {k!r}.")
+        device = next(self.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        mean = [t.float() for t in self(sizes)]
+        for i in range(2, k + 1):
+            for m, t in zip(mean, self(sizes, noise, generator)):
+                m.add_(t.float() - m, alpha=1.0 / i)
+        return mean
+
+
+def per_tensor_loop(inr: WeightINR, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """The same tensors as `inr(sizes)`, one MLP at a time (`MLPBank.forward_one`): the oracle the batched
+    banks are tested against, and the 'loop' row of `python -m kit bench inr`."""
+    device = next(inr.parameters()).device
+    out: list = [None] * len(inr.specs)
+    for bank, slots in ((inr.kernel_bank, inr.kernels), (inr.bias_bank, inr.biases)):
+        for j, (i, x) in enumerate(zip(slots, inr._inputs(slots, sizes, 0.0, None, device))):
+            raw = bank.forward_one(j, x)
+            out[i] = raw[:, 0] if inr.specs[i].kind == "bias" else inr._decode_kernel(raw, *sizes[i], inr.specs[i].kernel)
+    return out
+

@@ -66,6 +66,18 @@ def read_json(path: str | Path, what: str = "record") -> Any:
     return json.loads(path.read_text())
 
 
+def write_csv(rows: list[dict], path: str | Path) -> Path:
+    """A CSV with one row per dict (columns from the first row), written atomically."""
+    import csv
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return _atomic(path, write)
+
+
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
     """fig.savefig, atomically; the format comes from the target's suffix."""
     path = Path(path)

@@ -5,7 +5,8 @@
 Each notebook `notebooks/NN_name.ipynb` is executed into `results/<run>/NN_name/NN_name.ipynb`
 (the executed notebook is the lab record) and writes its artifacts beside it. A notebook gets,
 among PROFILE, DATASET, SEED, DEVICE, OUT_DIR (its own folder) and RUN_DIR (the run's folder),
-those it declares in its `parameters` cell. Cell output streams to the terminal; the first failing
+those it declares in its `parameters` cell. A notebook listed in `VARIANTS` runs once per variant, each
+into its own sub-folder (notebook 03: once per METHOD, into `03_incremental_metamorphosis/<method>/`). Cell output streams to the terminal; the first failing
 notebook stops the run with its name and cell. `pipeline.json` in the run folder records what ran.
 """
 from __future__ import annotations
@@ -21,6 +22,10 @@ from kit.runtime import PROJECT_ROOT, provenance
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 _NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
+# notebook stem → [(sub-folder, extra parameters)]: the runs the pipeline makes of it
+VARIANTS: dict[str, list[tuple[str, dict]]] = {
+    "03_incremental_metamorphosis": [("neumeta", {"METHOD": "neumeta"})],
+}
 
 
 def discover(folder: str | Path = NOTEBOOKS) -> list[Path]:
@@ -51,12 +56,13 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
             raise KitError(f"No notebook numbered {', '.join(only)} in {folder}.")
     offered = {"PROFILE": profile, "DATASET": dataset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(out)}
     records: list[dict] = []
-    for i, notebook in enumerate(notebooks, 1):
-        nb_out = out / notebook.stem
+    runs = [(nb, sub, extra) for nb in notebooks for sub, extra in VARIANTS.get(nb.stem, [("", {})])]
+    for i, (notebook, sub, extra) in enumerate(runs, 1):
+        name = f"{notebook.stem}/{sub}" if sub else notebook.stem
+        nb_out = out / name
         declared = pm.inspect_notebook(str(notebook))
-        params = {k: v for k, v in {**offered, "OUT_DIR": str(nb_out)}.items() if k in declared}
-        print(f"[pipeline {i}/{len(notebooks)}] {notebook.stem}  ({', '.join(f'{k}={v}' for k, v in params.items())})",
-              flush=True)
+        params = {k: v for k, v in {**offered, **extra, "OUT_DIR": str(nb_out)}.items() if k in declared}
+        print(f"[pipeline {i}/{len(runs)}] {name}  ({', '.join(f'{k}={v}' for k, v in params.items())})", flush=True)
         executed = nb_out / notebook.name
         nb_out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -65,7 +71,7 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
                                 kernel_name="python3", progress_bar=False, log_output=False,
                                 stdout_file=sys.stdout, stderr_file=sys.stderr, execution_timeout=timeout)
         except (nbx.CellTimeoutError, nbx.DeadKernelError, pm.PapermillExecutionError) as err:
-            records.append({"notebook": notebook.stem, "status": "failed", "seconds": time.perf_counter() - t0})
+            records.append({"notebook": name, "status": "failed", "seconds": time.perf_counter() - t0})
             _write_summary(out, profile, dataset, seed, device, records)
             if isinstance(err, pm.PapermillExecutionError):
                 cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
@@ -74,12 +80,12 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
             else:
                 why = "stopped: " + ("a cell ran past --timeout" if isinstance(err, nbx.CellTimeoutError)
                                      else "its kernel died (out of memory?)")
-            raise KitError(f"Notebook {notebook.stem} {why}; the executed notebook is {executed}.") from None
+            raise KitError(f"Notebook {name} {why}; the executed notebook is {executed}.") from None
         seconds = time.perf_counter() - t0
-        records.append({"notebook": notebook.stem, "status": "ok", "seconds": round(seconds, 1),
+        records.append({"notebook": name, "status": "ok", "seconds": round(seconds, 1),
                         "parameters": params, "executed": str(executed)})
         _write_summary(out, profile, dataset, seed, device, records)
-        print(f"[pipeline {i}/{len(notebooks)}] {notebook.stem} done in {seconds:.0f} s -> {nb_out}", flush=True)
+        print(f"[pipeline {i}/{len(runs)}] {name} done in {seconds:.0f} s -> {nb_out}", flush=True)
     return records
 
 

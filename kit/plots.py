@@ -21,10 +21,12 @@ def training_curves(history: list[dict], title: str = "Prior training") -> plt.F
     df = pd.DataFrame(history)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(df["epoch"], df["loss"], marker="o", label="train (augmented)")
-    ax_loss.plot(df["epoch"], df["val_loss"], marker="o", label="validation")
+    if df["val_loss"].notna().any():
+        ax_loss.plot(df["epoch"], df["val_loss"], marker="o", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
     for key, label in (("train_accuracy", "train (augmented)"), ("val_accuracy", "validation"), ("test_accuracy", "test")):
-        ax_acc.plot(df["epoch"], 100 * df[key], marker="o", label=label)
+        if df[key].notna().any():  # a metamorphic run validates only, and tests once at the end
+            ax_acc.plot(df["epoch"], 100 * df[key].astype(float), marker="o", label=label)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.legend()
@@ -88,5 +90,56 @@ def tv_by_method(tv: dict[str, float]) -> plt.Figure:
     ax.bar_label(ax.containers[0], labels=[f"{v:,.0f}\n{100 * (v / base - 1):+.1f}%" for v in tv.values()], fontsize=9)
     ax.margins(y=0.15)
     ax.set(xlabel="channel order", ylabel="total variation of the network", title="TV by permutation method")
+    fig.tight_layout()
+    return fig
+
+
+KIND_STYLE = {"seen": ("o", "seen (in the training pool)"), "between": ("D", "unseen, between pool points"),
+              "smaller": ("v", "unseen, smaller (γ > pool)"), "larger": ("^", "unseen, larger (γ < 0)")}
+
+
+def accuracy_vs_gamma(accuracy: dict[str, float], kinds: dict[str, str], pool_max: float,
+                      prior_accuracy: float | None = None, title: str = "Metamorphic network") -> plt.Figure:
+    """Test accuracy against γ (keys are decimal strings), markers by seen/unseen, the training pool shaded."""
+    style()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.axvspan(0, pool_max, color="tab:green", alpha=0.08, label="training pool")
+    gammas = sorted(accuracy, key=float)
+    ax.plot([float(g) for g in gammas], [100 * accuracy[g] for g in gammas], color="tab:blue", alpha=0.5)
+    for kind, (marker, label) in KIND_STYLE.items():
+        pts = [g for g in gammas if kinds.get(g) == kind]
+        if pts:
+            ax.scatter([float(g) for g in pts], [100 * accuracy[g] for g in pts], marker=marker, s=50, label=label, zorder=3)
+    if prior_accuracy is not None:
+        ax.axhline(100 * prior_accuracy, color="k", ls="--", lw=1, label="prior (γ = 0, not generated)")
+    ax.set(xlabel="compression ratio γ  (hidden width = (1 − γ)·H)", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cost_vs_gamma(cost: dict[str, dict[str, int]]) -> plt.Figure:
+    """Parameters and MACs of the whole network against γ, relative to γ = 0 where present."""
+    style()
+    gammas = sorted(cost, key=float)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label in (("parameters", "parameters"), ("macs", "MACs per image")):
+        ax.plot([float(g) for g in gammas], [cost[g][key] / 1e3 for g in gammas], marker="o", label=label)
+    ax.set(xlabel="compression ratio γ", ylabel="thousands", title="Network size against γ")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def generated_kernels(tensors: dict[str, "object"], title: str) -> plt.Figure:
+    """Heatmaps of one generated conv tensor (out, in, k, k) at several γ: Σ|w| over each k×k kernel."""
+    style()
+    fig, axes = plt.subplots(1, len(tensors), figsize=(4.2 * len(tensors), 3.8), squeeze=False)
+    for ax, (label, w) in zip(axes[0], tensors.items()):
+        sns.heatmap(w.detach().abs().sum((2, 3)).cpu().numpy(), ax=ax, cmap="viridis", cbar=True)
+        ax.set(title=label, xlabel="input channel", ylabel="output channel")
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title)
     fig.tight_layout()
     return fig

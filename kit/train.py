@@ -108,8 +108,11 @@ def lr_lambda(total_steps: int, warmup_steps: int, final_ratio: float) -> Callab
 
 
 def make_optimizer(task: Task, optim: C.OptimConfig, steps_per_epoch: int):
-    opt = torch.optim.SGD(task.parameter_groups(optim.weight_decay), lr=optim.lr,
-                          momentum=optim.momentum, nesterov=optim.nesterov)
+    groups = task.parameter_groups(optim.weight_decay)
+    if optim.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=optim.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov)
     total = optim.epochs * steps_per_epoch
     warmup = max(1, round(optim.warmup_epochs * steps_per_epoch))
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, optim.final_lr_ratio))
@@ -154,7 +157,8 @@ class FitResult:
 
 def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig, checkpoint: str | Path,
         generator: torch.Generator, resume: bool = True, fingerprint: dict | None = None,
-        on_epoch_end: Callable[[int, list[dict]], None] | None = None, desc: str = "train") -> FitResult:
+        on_epoch_end: Callable[[int, list[dict]], None] | None = None, desc: str = "train",
+        test_each_epoch: bool = True) -> FitResult:
     """Train `task` for optim.epochs, checkpointing to `checkpoint` after every epoch.
 
     With resume=True an existing checkpoint (whose `fingerprint` must match) is continued from the
@@ -190,7 +194,8 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
                    leave=False, disable=not runtime.progress)
         stats = run_epoch(task, opt, sched, bar, device, runtime, optim.grad_clip)
         train_seconds = time.perf_counter() - t0
-        val, test = task.evaluate(data, "val", runtime), task.evaluate(data, "test", runtime)
+        val = task.evaluate(data, "val", runtime)
+        test = task.evaluate(data, "test", runtime) if test_each_epoch else {"accuracy": None, "loss": None}
         row = {"epoch": epoch, "loss": stats["loss"], "train_accuracy": stats["accuracy"],
                "val_accuracy": val["accuracy"], "val_loss": val["loss"], "test_accuracy": test["accuracy"],
                "test_loss": test["loss"], "lr": sched.get_last_lr()[0], "seconds": train_seconds,
@@ -208,7 +213,7 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
                        "best_epoch": result.best_epoch, "best_state": result.best_state,
                        "seconds": result.seconds}, checkpoint)
         tqdm.write(f"{desc} epoch {epoch}/{optim.epochs}: loss {row['loss']:.4f}  train {row['train_accuracy']:.4f}  "
-                   f"val {row['val_accuracy']:.4f}  test {row['test_accuracy']:.4f}  "
+                   f"val {row['val_accuracy']:.4f}  " + (f"test {row['test_accuracy']:.4f}  " if test_each_epoch else "") +
                    f"{train_seconds:.1f}s ({row['images_per_second']:.0f} img/s)")
         if on_epoch_end is not None:
             on_epoch_end(epoch, result.history)

@@ -13,3 +13,17 @@ def _threads():
 def smoke_cfg():
     """The smoke prior config: a ResNet-8 of width 8 on 1,200 Fashion-MNIST images."""
     return C.build(C.PriorConfig, "smoke")
+
+
+@pytest.fixture(scope="session")
+def smoothed_smoke(tmp_path_factory):
+    """(path of smoothed.pt, its folded prior) for the smoke prior: trained once per test session."""
+    from kit import data as D
+    from kit import permute, train
+    folder = tmp_path_factory.mktemp("smoothed-smoke")
+    cfg = C.build(C.PriorConfig, "smoke")
+    train.train_prior(cfg, folder)
+    x, _ = next(D.load(cfg.data, "cpu", cfg.seed).eval_batches("test"))
+    smoothed, _ = permute.smooth_checkpoint(folder / "prior.pt", folder / "smoothed.pt", x[:8], "tsp", 0, 0.02,
+                                            progress=False)
+    return folder / "smoothed.pt", smoothed

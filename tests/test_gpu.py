@@ -37,3 +37,26 @@ def test_prior_trains_on_gpu_with_bf16_and_resumes(smoke_cfg, tmp_path):
     assert result.metrics["test_accuracy"] > 0.3
     again = train.train_prior(cfg, tmp_path)  # finished: read back, not retrained
     assert again.metrics["test_accuracy"] == result.metrics["test_accuracy"]
+
+
+def test_inr_bank_under_autocast_matches_float32():
+    from kit import inr
+    from kit.runtime import autocast
+    torch.manual_seed(0)
+    bank = inr.MLPBank(3, 30, 64, 9, depth=4, activation="elu").cuda()
+    x = torch.randn(3, 500, 30, device="cuda")
+    full = bank(x)
+    with autocast(torch.device("cuda"), True):
+        mixed = bank(x)
+    mixed.float().square().sum().backward()
+    assert mixed.dtype == torch.bfloat16
+    assert torch.allclose(mixed.float(), full, atol=5e-2, rtol=5e-2)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in bank.parameters())
+
+
+def test_metamorphic_training_on_the_gpu(smoothed_smoke, tmp_path):
+    from kit import config as C
+    from kit import metatrain
+    cfg = C.build(C.MorphConfig, "smoke", {"runtime.device": "cuda", "optim.epochs": 1})
+    result = metatrain.train_morph(cfg, smoothed_smoke[0], tmp_path)
+    assert all(0 <= a <= 1 for a in result.metrics["accuracy"].values())

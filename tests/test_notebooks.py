@@ -42,15 +42,22 @@ def smoke_run(tmp_path_factory):
     return out, records
 
 
+def _runs():
+    """(run name, notebook) of every run the pipeline makes: one per notebook, or one per variant."""
+    return [(f"{p.stem}/{sub}" if sub else p.stem, p) for p in NOTEBOOKS
+            for sub, _ in pipeline.VARIANTS.get(p.stem, [("", {})])]
+
+
 @pytest.mark.notebook
 def test_pipeline_runs_every_notebook_on_smoke(smoke_run):
     out, records = smoke_run
-    assert [r["notebook"] for r in records] == [p.stem for p in NOTEBOOKS]
+    assert [r["notebook"] for r in records] == [name for name, _ in _runs()]
+    assert "03_incremental_metamorphosis/neumeta" in [r["notebook"] for r in records]
     assert all(r["status"] == "ok" for r in records)
     summary = io.read_json(out / "pipeline.json")
-    assert [n["notebook"] for n in summary["notebooks"]] == [p.stem for p in NOTEBOOKS]
-    for p in NOTEBOOKS:
-        executed = nbformat.read(out / p.stem / p.name, as_version=4)
+    assert [n["notebook"] for n in summary["notebooks"]] == [name for name, _ in _runs()]
+    for name, p in _runs():
+        executed = nbformat.read(out / name / p.name, as_version=4)
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
 
@@ -77,6 +84,22 @@ def test_notebook_02_smooths_without_changing_the_function(smoke_run):
     assert m["tv_by_method"]["tsp"] < m["tv_by_method"]["random"]
     assert m["prior"].endswith("01_prior_training/prior.pt")
     for name in ("smoothed.pt", "weights_heatmap.png", "tv_per_tensor.png", "tv_by_method.png"):
+        assert (folder / name).is_file(), name
+
+
+@pytest.mark.notebook
+def test_notebook_03_neumeta_records_accuracy_per_gamma(smoke_run):
+    folder = smoke_run[0] / "03_incremental_metamorphosis" / "neumeta"
+    m = io.read_json(folder / "metrics.json")
+    assert m["method"] == "neumeta" and m["config"]["profile"] == "smoke"
+    gammas = m["config"]["gammas_eval"]
+    assert sorted(m["accuracy"], key=float) == [format(float(g), ".10g") for g in sorted(gammas)]
+    assert all(0.0 <= a <= 1.0 for a in m["accuracy"].values())
+    assert {"seen", "between", "smaller", "larger"} <= set(m["kind"].values())  # seen and unseen γ both evaluated
+    assert m["train_seconds"] > 0 and m["inr_parameters"] > 0
+    assert m["smoothed"].endswith("02_permutation/smoothed.pt")
+    for name in ("metamorph.pt", "checkpoint.pt", "accuracy_vs_gamma.png", "cost_vs_gamma.png", "kernels.png",
+                 "training_curves.png"):
         assert (folder / name).is_file(), name
 
 

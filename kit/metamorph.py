@@ -1,0 +1,196 @@
+"""Metamorphic networks: one full-width skeleton whose chosen blocks take INR-generated weights at any γ.
+
+Compression ratio (paper 000 eq. 2 and appendix): a metamorphic residual block of reference hidden width H
+gets hidden width h = round((1 − γ)·H) (halves round up); conv1 goes C→h and conv2 h→C. γ = 0 is the prior;
+γ < 0 is wider than the prior. The skeleton is the smoothed, BN-folded prior; its other blocks keep the
+prior's weights. `forward(x, γ)` runs the skeleton with the generated tensors through
+`torch.func.functional_call` — one skeleton for every width, no per-width model copies (the reference
+code builds 33; ../shared/notes/neumeta-reference.md sec. 4, 7). `export(γ, k)` returns a plain
+`kit.models.ResNet` that runs without the INR.
+
+Which blocks are metamorphic (`blocks_for`): 'last_block' (NeuMeta: the last block of the last stage),
+'last_stage' (every block of the last stage but the projection block: HTTY Table 1), 'all' (every block but
+projection blocks: HTTY Fig. 2), or a comma-separated list of block names.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from kit import config as C
+from kit import io, models
+from kit.errors import KitError
+from kit.inr import TensorSpec, WeightINR
+
+SETTINGS = ("last_block", "last_stage", "all")
+GAMMA_MIN = -1.0  # widest supported network: twice the prior's width (the INR's size coordinates reach 2)
+
+Gamma = float | Mapping[str, float]  # one γ for every metamorphic block, or one per block
+
+
+def blocks_for(model: models.ResNet, setting: str | Sequence[str]) -> list[str]:
+    """Names of the metamorphic blocks of `model` under a setting, in forward order."""
+    named = list(model.blocks())
+    names = [n for n, _ in named]
+    plain = [n for n, b in named if b.shortcut is None]  # blocks without a projection shortcut
+    if isinstance(setting, str) and setting in SETTINGS:
+        chosen = {"last_block": names[-1:], "last_stage": [n for n in plain if n.startswith("layer3.")],
+                  "all": plain}[setting]
+    else:
+        chosen = [s.strip() for s in setting.split(",")] if isinstance(setting, str) else list(setting)
+        unknown = [n for n in chosen if n not in names]
+        if unknown:
+            raise KitError(f"Unknown block {unknown[0]!r} in the metamorphic setting; use one of "
+                           f"{', '.join(SETTINGS)} or block names {names[0]} … {names[-1]}.")
+        chosen = [n for n in names if n in chosen]
+    if not chosen:
+        raise KitError(f"The setting {setting!r} selects no block of ResNet-{model.depth} (its last stage has only "
+                       "a projection block); use 'last_block' or a deeper prior.")
+    return chosen
+
+
+def width(gamma: float, reference: int) -> int:
+    """h = round((1 − γ)·H), halves rounded up; one sentence when γ leaves no channel or is too wide."""
+    if not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
+        raise KitError(f"γ must be a finite number; got {gamma!r}.")
+    if gamma < GAMMA_MIN:
+        raise KitError(f"γ = {gamma} asks for more than twice the prior's width, beyond what the INR supports; "
+                       f"use γ ≥ {GAMMA_MIN}.")
+    h = math.floor((1 - gamma) * reference + 0.5)
+    if gamma >= 1 or h < 1:
+        raise KitError(f"γ = {gamma} leaves a block of width {reference} with no channel; use γ < "
+                       f"{1 - 0.5 / reference:.4g} (γ = 1 would be zero width).")
+    return h
+
+
+def gamma_key(gamma: float) -> str:
+    """γ as the decimal string used in metrics.json: '0.25', '-0.25', '0'."""
+    return format(float(gamma) + 0.0, ".10g")  # + 0.0 turns -0.0 into 0.0
+
+
+def pool_gammas(gamma_max: float, size: int) -> list[float]:
+    """The training pool: `size` evenly spaced γ from 0 to gamma_max."""
+    return [0.0] if size == 1 else [gamma_max * i / (size - 1) for i in range(size)]
+
+
+class MetamorphicNet(nn.Module):
+    """A BN-folded prior whose `blocks` get their conv1/conv2 kernels and biases from a `WeightINR`."""
+
+    def __init__(self, prior: models.ResNet, blocks: Sequence[str], inr: C.INRConfig, noise: float = 1.0):
+        super().__init__()
+        if prior.arch["batchnorm"]:
+            raise KitError("A metamorphic network needs a BN-folded prior (notebook 02's smoothed.pt, or models.fold_bn).")
+        self.skeleton = copy.deepcopy(prior).eval().requires_grad_(False)
+        self.blocks, self.noise, self.inr_config = list(blocks), noise, inr
+        modules = dict(self.skeleton.named_modules())
+        self.reference = {b: modules[b].hidden for b in self.blocks}  # H per block
+        specs = []
+        for b in self.blocks:
+            c1, c2 = modules[f"{b}.conv1"], modules[f"{b}.conv2"]
+            specs += [TensorSpec(f"{b}.conv1.weight", "kernel", c1.out_channels, c1.in_channels, c1.kernel_size[0]),
+                      TensorSpec(f"{b}.conv1.bias", "bias", c1.out_channels, 1),
+                      TensorSpec(f"{b}.conv2.weight", "kernel", c2.out_channels, c2.in_channels, c2.kernel_size[0]),
+                      TensorSpec(f"{b}.conv2.bias", "bias", c2.out_channels, 1)]
+        self.specs = specs
+        self.inr = WeightINR(specs, inr.hidden, inr.depth, inr.activation, inr.num_freqs, inr.gate_init, inr.disentangled)
+
+    # ---------------------------------------------------------------- γ and widths
+
+    def widths(self, gamma: Gamma) -> dict[str, int]:
+        """Hidden width of every metamorphic block at γ (a number, or a mapping block → γ)."""
+        if isinstance(gamma, Mapping):
+            unknown = sorted(set(gamma) - set(self.blocks))
+            if unknown:
+                raise KitError(f"{unknown[0]!r} is not a metamorphic block of this network; they are {', '.join(self.blocks)}.")
+            return {b: width(gamma.get(b, 0.0), h) for b, h in self.reference.items()}
+        return {b: width(gamma, h) for b, h in self.reference.items()}
+
+    def sizes(self, gamma: Gamma) -> list[tuple[int, int]]:
+        """(out, in) of every generated tensor at γ, in spec order."""
+        w = self.widths(gamma)
+        out = []
+        for s in self.specs:
+            block, conv = s.name.split(".conv")[0], s.name.split(".")[-2]
+            h = w[block]
+            if conv == "conv1":
+                out.append((h, s.ref_in))
+            else:
+                out.append((s.ref_out, h if s.kind == "kernel" else 1))
+        return out
+
+    def arch_at(self, gamma: Gamma) -> dict:
+        """The plain ResNet architecture (for `models.from_arch`) of the network at γ."""
+        arch = self.skeleton.arch
+        hidden = dict(zip([n for n, _ in self.skeleton.blocks()], arch["hidden"]))
+        return {**arch, "hidden": [self.widths(gamma).get(n, h) for n, h in hidden.items()]}
+
+    def cost(self, gamma: Gamma, input_shape: Sequence[int]) -> dict[str, int]:
+        """Parameters and MACs per image of the whole network at γ."""
+        with torch.random.fork_rng(devices=[]):
+            return models.cost(models.from_arch(self.arch_at(gamma)), input_shape)
+
+    def kind(self, gamma: float, pool: Sequence[float]) -> str:
+        """'seen' (its widths are a pool point's), 'between' (unseen, inside the pool), 'smaller' or 'larger'."""
+        if gamma < 0:
+            return "larger"
+        if gamma > max(pool):
+            return "smaller"
+        return "seen" if any(self.widths(gamma) == self.widths(p) for p in pool) else "between"
+
+    # ---------------------------------------------------------------- weights
+
+    def generate(self, gamma: Gamma = 0.0, noise: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The generated tensors at γ (differentiable), with `noise` index steps of coordinate noise."""
+        return dict(zip((s.name for s in self.specs), self.inr(self.sizes(gamma), noise, generator)))
+
+    def average(self, gamma: Gamma = 0.0, k: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Mean of k generations at γ, the first without noise (evaluation, paper 002 sec. 3.3)."""
+        return dict(zip((s.name for s in self.specs), self.inr.average(self.sizes(gamma), k, self.noise, seed)))
+
+    def prior_tensors(self) -> dict[str, torch.Tensor]:
+        """The smoothed prior's values of the generated tensors: the reconstruction target at γ = 0."""
+        state = self.skeleton.state_dict()
+        return {s.name: state[s.name] for s in self.specs}
+
+    def forward(self, x: torch.Tensor, gamma: Gamma = 0.0, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits (B, classes) of the network at γ; `weights` from `generate`/`average` (else generated, no noise)."""
+        weights = self.generate(gamma) if weights is None else weights
+        return functional_call(self.skeleton, weights, (x,))
+
+    @torch.no_grad()
+    def export(self, gamma: Gamma = 0.0, k: int = 1, seed: int = 0) -> models.ResNet:
+        """A plain ResNet with the widths and (K-averaged) weights of γ, on the CPU, in eval mode."""
+        weights = self.average(gamma, k, seed)
+        state = {name: t.detach().to("cpu") for name, t in self.skeleton.state_dict().items()}
+        state.update({name: t.to("cpu", state[name].dtype) for name, t in weights.items()})
+        with torch.random.fork_rng(devices=[]):
+            model = models.from_arch(self.arch_at(gamma))
+        return models.load_weights(model, state, f"network generated at γ = {gamma}").eval()
+
+    # ---------------------------------------------------------------- files
+
+    def save(self, path: str | Path, **extra) -> Path:
+        """metamorph.pt: the prior's architecture and weights, the blocks, the INR's config and weights."""
+        return io.save_torch({"kind": "metamorphic", "arch": self.skeleton.arch, "blocks": self.blocks,
+                              "noise": self.noise, "inr_config": C.to_dict(self.inr_config),
+                              "skeleton": self.skeleton.state_dict(), "inr": self.inr.state_dict(), **extra}, path)
+
+
+def load(path: str | Path, prior_digest: str | None = None) -> tuple[MetamorphicNet, dict]:
+    """(network, record) from a metamorph.pt; with prior_digest, refuse one trained on another prior."""
+    record = io.load_torch(path, "metamorphic checkpoint")
+    if not isinstance(record, dict) or record.get("kind") != "metamorphic":
+        raise KitError(f"{path} is not a metamorphic checkpoint (metamorph.pt from notebook 03 or kit.metatrain).")
+    if prior_digest is not None and record.get("prior_digest") != prior_digest:
+        raise KitError(f"{path} was trained on another prior than the one given; use the checkpoint trained on this "
+                       "prior, or retrain notebook 03 on it.")
+    prior = models.load_weights(models.from_arch(record["arch"]), record["skeleton"], f"metamorphic checkpoint {path}")
+    net = MetamorphicNet(prior, record["blocks"], C.from_dict(C.INRConfig, record["inr_config"]), record["noise"])
+    models.load_weights(net.inr, record["inr"], f"metamorphic checkpoint {path}")
+    return net.eval(), record
