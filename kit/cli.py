@@ -162,6 +162,10 @@ def _evaluate(args) -> None:
         gammas = [float(g) for g in args.gammas.split(",") if g.strip()]
     except ValueError:
         raise KitError(f"--gammas takes comma-separated numbers such as 0,0.25,-0.25; got {args.gammas!r}.") from None
+    if not gammas:
+        raise KitError("--gammas needs at least one number, e.g. 0,0.25,0.5.")
+    if args.k is not None and args.k < 1:
+        raise KitError(f"The number of averaged generations K must be an integer ≥ 1; got {args.k}.")
     net, record = metamorph.load(args.checkpoint)
     cfg = record["config"]
     k = cfg["k_samples"] if args.k is None else args.k

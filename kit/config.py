@@ -144,7 +144,9 @@ class INRConfig:
     hidden: int = 512  # units in every hidden layer of each MLP
     depth: int = 8  # input layer + (depth − 1) gated residual layers, then the output layer (NeuMeta's resmlp)
     activation: str = "relu"  # 'relu' (NeuMeta) or 'elu' (HTTY, paper 000 sec. 4.1)
-    num_freqs: int = 10  # Fourier frequencies 2^0…2^(F−1)·π per coordinate; ≤ 16 (float32 resolves no more)
+    num_freqs: int = 10  # Fourier frequencies 2^0…2^(F−1)·π per coordinate; ≤ 16 (float32 resolves no more). On
+    # clean index coordinates o/O, frequencies with 2^k ≥ 2·O are constant (aliased), so F ≈ log2(2·O) + 1 carries
+    # all the information of an O-wide tensor; the default keeps NeuMeta's "more than enough".
     gate_init: float = 0.1  # starting value of the residual gates (NeuMeta's resmlp: 0.1)
     disentangled: bool = False  # biases from their own scalar-output MLPs (HTTY sec. 3.5), not the first output
 
@@ -184,7 +186,7 @@ class MorphConfig:
     pool_size: int = 17  # evenly spaced γ in the pool, ends included (17: every 2nd width of a 64-wide block)
     coordinate_noise: float = 1.0  # width of the uniform noise on the index coordinates, in index steps (0 = none)
     k_samples: int = 10  # generations averaged (K) for the final evaluation and for export
-    k_select: int = 1  # generations averaged when validating after each epoch
+    k_select: int = 5  # generations averaged when validating after each epoch
     select_gammas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])  # mean val accuracy here selects
     gammas_eval: list[float] = field(default_factory=lambda: list(GAMMAS_EVAL))  # γ of the final test evaluation
     ema: float = 0.995  # decay per step of the INR's exponential moving average, which is evaluated (0 = off)
@@ -198,7 +200,8 @@ class MorphConfig:
     def __post_init__(self):
         _require(self.method in MORPH_METHODS, f"Unknown method {self.method!r}; choose one of {', '.join(MORPH_METHODS)}.")
         _require(0 <= self.gamma_max < 1, f"gamma_max must be in [0, 1); got {self.gamma_max}.")
-        _require(self.pool_size >= 1, f"pool_size must be ≥ 1; got {self.pool_size}.")
+        _require(self.pool_size >= 2 or (self.pool_size == 1 and self.gamma_max == 0),
+                 f"pool_size must be ≥ 2 (γ = 0 and gamma_max included), or 1 with gamma_max = 0; got {self.pool_size}.")
         _require(self.coordinate_noise >= 0 and 0 <= self.ema < 1, "coordinate_noise must be ≥ 0 and ema in [0, 1).")
         _require(self.k_samples >= 1 and self.k_select >= 1,
                  f"k_samples and k_select (generations averaged, K) must be ≥ 1; got {self.k_samples}, {self.k_select}.")
@@ -218,7 +221,7 @@ PROFILES: dict[str, dict[str, dict]] = {
         "permute": {"seconds_per_group": 0.02},
         "morph": {
             "inr": {"hidden": 32, "depth": 2, "num_freqs": 4}, "pool_size": 5, "batch_size": 32,
-            "k_samples": 2, "select_gammas": [0.0, 0.5], "gammas_eval": [-0.25, 0.0, 0.25, 0.3125, 0.5, 0.75],
+            "k_samples": 2, "k_select": 2, "select_gammas": [0.0, 0.5], "gammas_eval": [-0.25, 0.0, 0.25, 0.3125, 0.5, 0.75],
             "optim": {"epochs": 2, "lr": 3e-3, "warmup_epochs": 0.2}, "runtime": {"progress": False},
         },
     },

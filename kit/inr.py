@@ -14,7 +14,8 @@ loop over tensors, no masked writes, tensors routed by their integer slot and ne
 (../shared/notes/neumeta-reference.md sec. 1.4, 7).
 
 Decoding (paper 000 sec. 2.1): a kernel MLP outputs k_max² values per (o, c) kernel; a smaller kernel takes
-the spatial centre; kernels are divided by the fan-in I. A bias takes the first output of its MLP (NeuMeta),
+the spatial centre; kernels are divided by the fan-in I (input channels, as the reference code does, not I·k²:
+the sum over a kernel's inputs stays of the same size at every width). A bias takes the first output of its MLP (NeuMeta),
 or its MLP has a single output ("disentangled", paper 000 sec. 3.5).
 
 Cross-network smoothing (paper 002 sec. 3.3): during training the index coordinates o and c get uniform
@@ -95,6 +96,10 @@ class WeightINR(nn.Module):
         self.kernels = [i for i, s in enumerate(specs) if s.kind == "kernel"]
         self.biases = [i for i, s in enumerate(specs) if s.kind == "bias"]
         self.k_max = max((specs[i].kernel for i in self.kernels), default=1)
+        off_centre = [specs[i].name for i in self.kernels if (self.k_max - specs[i].kernel) % 2]
+        if off_centre:
+            raise KitError(f"{off_centre[0]} cannot be cut from the centre of a {self.k_max}×{self.k_max} kernel "
+                           "(sizes differ by an odd number); generate odd kernel sizes only.")
         in_dim = 6 * (1 + 2 * num_freqs)
         mk = lambda count, out: MLPBank(count, in_dim, hidden, out, depth, activation, gate_init) if count else None
         self.kernel_bank = mk(len(self.kernels), self.k_max ** 2)
@@ -127,6 +132,9 @@ class WeightINR(nn.Module):
         if len(sizes) != len(self.specs):
             raise KitError(f"Got sizes for {len(sizes)} tensors but this INR generates {len(self.specs)}.")
         device = next(self.parameters()).device
+        if generator is not None and generator.device.type != device.type:
+            raise KitError(f"The noise generator is on {generator.device} but the INR on {device}; "
+                           "create it with torch.Generator(device=...) on the INR's device.")
         out: list[torch.Tensor | None] = [None] * len(self.specs)
         if self.kernels:
             raw = self.kernel_bank.run(self._inputs(self.kernels, sizes, noise, generator, device), chunk)

@@ -135,13 +135,17 @@ class MetamorphicNet(nn.Module):
         with torch.random.fork_rng(devices=[]):
             return models.cost(models.from_arch(self.arch_at(gamma)), input_shape)
 
-    def kind(self, gamma: float, pool: Sequence[float]) -> str:
-        """'seen' (its widths are a pool point's), 'between' (unseen, inside the pool), 'smaller' or 'larger'."""
-        if gamma < 0:
+    def kind(self, gamma: Gamma, pool: Sequence[float]) -> str:
+        """'seen' (its widths are a pool point's), 'larger' (some block wider than the prior), 'smaller' (some
+        block narrower than at the pool's largest γ) or 'between' (unseen widths inside the pool's range)."""
+        w = self.widths(gamma)
+        if any(w == self.widths(p) for p in pool):
+            return "seen"
+        if any(w[b] > h for b, h in self.widths(min(pool)).items()):
             return "larger"
-        if gamma > max(pool):
+        if any(w[b] < h for b, h in self.widths(max(pool)).items()):
             return "smaller"
-        return "seen" if any(self.widths(gamma) == self.widths(p) for p in pool) else "between"
+        return "between"
 
     # ---------------------------------------------------------------- weights
 
@@ -182,12 +186,13 @@ class MetamorphicNet(nn.Module):
                               "skeleton": self.skeleton.state_dict(), "inr": self.inr.state_dict(), **extra}, path)
 
 
-def load(path: str | Path, prior_digest: str | None = None) -> tuple[MetamorphicNet, dict]:
-    """(network, record) from a metamorph.pt; with prior_digest, refuse one trained on another prior."""
+def load(path: str | Path, skeleton_digest: str | None = None) -> tuple[MetamorphicNet, dict]:
+    """(network, record) from a metamorph.pt; with skeleton_digest (`permute.state_digest` of the smoothed prior),
+    refuse one trained on another prior."""
     record = io.load_torch(path, "metamorphic checkpoint")
     if not isinstance(record, dict) or record.get("kind") != "metamorphic":
         raise KitError(f"{path} is not a metamorphic checkpoint (metamorph.pt from notebook 03 or kit.metatrain).")
-    if prior_digest is not None and record.get("prior_digest") != prior_digest:
+    if skeleton_digest is not None and record.get("skeleton_digest") != skeleton_digest:
         raise KitError(f"{path} was trained on another prior than the one given; use the checkpoint trained on this "
                        "prior, or retrain notebook 03 on it.")
     prior = models.load_weights(models.from_arch(record["arch"]), record["skeleton"], f"metamorphic checkpoint {path}")

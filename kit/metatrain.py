@@ -33,9 +33,9 @@ def reconstruction_loss(weights: dict[str, torch.Tensor], targets: dict[str, tor
     """Mean over tensors of mean((W − W*)² · (|W*| + 1e-6) / max(|W*| + 1e-6)): large prior weights count most."""
     terms = []
     for name, w in weights.items():
-        t = targets[name].to(w.device, w.dtype)
+        t = targets[name].to(w.device, torch.float32)  # float32 even under bf16 autocast: the target is exact
         m = t.abs() + 1e-6
-        terms.append(((w - t).square() * (m / m.max())).mean())
+        terms.append(((w.float() - t).square() * (m / m.max())).mean())
     return torch.stack(terms).mean()
 
 
@@ -81,11 +81,11 @@ class MorphTask(train.Task):
             yield
             return
         live = {n: p.detach().clone() for n, p in self.module.inr.named_parameters()}
-        self.module.inr.load_state_dict(self.ema, strict=False)
+        self.module.inr.load_state_dict(self.ema)
         try:
             yield
         finally:
-            self.module.inr.load_state_dict(live, strict=False)
+            self.module.inr.load_state_dict(live)
 
     def state_dict(self) -> dict:
         return {"inr": self.module.inr.state_dict(), "ema": self.ema, "draws": self.draws.get_state()}
@@ -125,13 +125,12 @@ class MorphResult:
 
 
 def load_smoothed(path: str | Path) -> tuple[models.ResNet, dict]:
-    """(BN-folded prior, record) from notebook 02's smoothed.pt (or any folded prior.pt)."""
+    """(BN-folded, permuted prior, record) from notebook 02's smoothed.pt."""
     record = io.load_torch(path, "smoothed prior")
-    if not isinstance(record, dict) or "arch" not in record or "config" not in record:
-        raise KitError(f"{path} is not a smoothed prior (notebook 02's smoothed.pt); run notebook 02 first.")
+    if not isinstance(record, dict) or not {"arch", "config", "state_dict", "report"} <= set(record):
+        raise KitError(f"{path} is not a smoothed prior (notebook 02's smoothed.pt); run notebook 02 first "
+                       "(METHOD='identity' there keeps the prior's channel order).")
     prior = models.load_weights(models.from_arch(record["arch"]), record["state_dict"], f"smoothed prior {path}")
-    if prior.arch["batchnorm"]:
-        prior = models.fold_bn(prior)
     return prior.eval(), record
 
 
@@ -146,11 +145,19 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     data = D.load(data_cfg, device, prior_cfg.seed)  # the prior's seed: the same validation split as the prior
     generator = seed_everything(cfg.seed)
     net = metamorph.MetamorphicNet(prior, metamorph.blocks_for(prior, cfg.setting), cfg.inr, cfg.coordinate_noise)
+    for gamma in {*metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size), *cfg.select_gammas, *cfg.gammas_eval}:
+        net.widths(gamma)  # every γ this run will build is checked now, not after an epoch
     net.to(device)
     task = MorphTask(net, cfg)
-    digest = permute.state_digest(prior)
-    fingerprint = {**{k: v for k, v in C.to_dict(cfg).items() if k not in ("runtime", "profile")}, "prior": digest}
-    fit = train.fit(task, data, cfg.optim, cfg.runtime, out_dir / "checkpoint.pt", generator, resume, fingerprint,
+    digest = permute.state_digest(prior)  # of the smoothed skeleton the INR is trained on
+    checkpoint = out_dir / "checkpoint.pt"
+    if resume and checkpoint.exists():
+        saved = io.load_torch(checkpoint, "training checkpoint").get("fingerprint") or {}
+        if saved.get("skeleton") not in (None, digest):
+            raise KitError(f"{checkpoint} was trained on another prior than {smoothed_path}; delete it (or pick another "
+                           "output folder) to train on this prior.")
+    fingerprint = {**{k: v for k, v in C.to_dict(cfg).items() if k not in ("runtime", "profile")}, "skeleton": digest}
+    fit = train.fit(task, data, cfg.optim, cfg.runtime, checkpoint, generator, resume, fingerprint,
                     on_epoch_end, desc=cfg.method, test_each_epoch=False)
     models.load_weights(net.inr, fit.best_state, "selected INR state")
     t0 = time.perf_counter()
@@ -169,7 +176,7 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         "blocks": net.blocks, "pool": task.pool, "method": cfg.method, "setting": cfg.setting,
     }
     path = net.save(out_dir / "metamorph.pt", config=C.to_dict(cfg), prior_config=record["config"],
-                    dataset=data.name, input_shape=data.input_shape, prior_digest=digest, metrics=metrics,
+                    dataset=data.name, input_shape=data.input_shape, skeleton_digest=digest, metrics=metrics,
                     provenance=provenance(device), smoothed=str(smoothed_path))
     return MorphResult(net.eval(), fit.history, metrics, path)
 

@@ -199,7 +199,8 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
         row = {"epoch": epoch, "loss": stats["loss"], "train_accuracy": stats["accuracy"],
                "val_accuracy": val["accuracy"], "val_loss": val["loss"], "test_accuracy": test["accuracy"],
                "test_loss": test["loss"], "lr": sched.get_last_lr()[0], "seconds": train_seconds,
-               "images_per_second": stats["images"] / train_seconds}
+               "images_per_second": stats["images"] / train_seconds,
+               **{f"val_{k}": v for k, v in val.items() if k not in ("accuracy", "loss")}}  # e.g. per-γ accuracy
         result.history.append(row)
         result.seconds += time.perf_counter() - t0
         if val["accuracy"] >= best_acc:  # ties go to the later (lower-lr) epoch

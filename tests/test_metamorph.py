@@ -106,22 +106,31 @@ def test_kinds_of_gamma_against_the_pool():
     pool = metamorph.pool_gammas(0.5, 17)  # widths 64, 62, …, 32
     assert [net.kind(g, pool) for g in (0.0, 0.25, 0.265625, 0.5, 0.625, -0.25)] == \
         ["seen", "seen", "between", "seen", "smaller", "larger"]
+    # labels follow the widths built, not the number: these round to the prior's and to the γ = 0.5 network
+    assert net.kind(-0.005, pool) == "seen" and net.kind(0.505, pool) == "seen"
+    assert net.kind({"layer3.2": 0.7}, pool) == "smaller"
 
 
 def test_save_and_load_round_trip_and_refuse_another_prior(tmp_path):
     prior = _prior(20)
     net = metamorph.MetamorphicNet(prior, ["layer3.1", "layer3.2"], INR, noise=0.5)
-    net.save(tmp_path / "metamorph.pt", prior_digest="abc")
-    loaded, record = metamorph.load(tmp_path / "metamorph.pt", prior_digest="abc")
+    net.save(tmp_path / "metamorph.pt", skeleton_digest="abc")
+    loaded, record = metamorph.load(tmp_path / "metamorph.pt", skeleton_digest="abc")
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(loaded(x, 0.25), net(x, 0.25))
     assert loaded.noise == 0.5 and loaded.blocks == net.blocks
     with pytest.raises(KitError, match="trained on another prior"):
-        metamorph.load(tmp_path / "metamorph.pt", prior_digest="xyz")
+        metamorph.load(tmp_path / "metamorph.pt", skeleton_digest="xyz")
     io.save_torch({"arch": prior.arch}, tmp_path / "other.pt")
     with pytest.raises(KitError, match="not a metamorphic checkpoint"):
         metamorph.load(tmp_path / "other.pt")
+
+
+def test_inr_refuses_kernels_it_cannot_cut_from_the_centre():
+    from kit import inr
+    with pytest.raises(KitError, match="cannot be cut from the centre"):
+        inr.WeightINR([inr.TensorSpec("a", "kernel", 2, 2, 3), inr.TensorSpec("b", "kernel", 2, 2, 2)])
 
 
 def test_a_prior_with_batchnorm_is_refused():

@@ -17,6 +17,18 @@ def _cfg(**overrides):
     return C.build(C.MorphConfig, "smoke", overrides)
 
 
+def test_only_a_smoothed_prior_is_accepted(smoothed_smoke):
+    prior_pt = smoothed_smoke[0].parent / "prior.pt"  # the unsmoothed prior with BatchNorm, next to smoothed.pt
+    with pytest.raises(KitError, match="is not a smoothed prior"):
+        metatrain.load_smoothed(prior_pt)
+
+
+def test_bad_gammas_stop_before_training(smoothed_smoke, tmp_path):
+    with pytest.raises(KitError, match="no channel"):
+        metatrain.train_morph(_cfg(gammas_eval=[0.0, 1.0]), smoothed_smoke[0], tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_reconstruction_loss_weights_errors_by_the_prior_magnitude():
     target = {"w": torch.tensor([1.0, 0.5, 0.0])}
     assert metatrain.reconstruction_loss({"w": target["w"].clone()}, target) == 0
@@ -72,6 +84,7 @@ def test_training_resumes_exactly_and_records_accuracy_per_gamma(smoothed_smoke,
                          "0.75": "smaller"}
     assert m["inr_parameters"] == sum(p.numel() for p in straight.net.inr.parameters())
     assert m["train_seconds"] > 0 and all(r["test_accuracy"] is None for r in straight.history)  # test used once
+    assert all({"val_accuracy@0", "val_accuracy@0.5"} <= set(r) for r in straight.history)  # per-γ validation
     net, record = metamorph.load(straight.checkpoint)
     assert record["metrics"]["accuracy"] == m["accuracy"]
 
@@ -87,7 +100,7 @@ def test_a_checkpoint_from_another_prior_is_refused(smoothed_smoke, trained, tmp
     record = io.load_torch(path)
     record["state_dict"] = {k: v * 1.01 for k, v in record["state_dict"].items()}
     io.save_torch(record, tmp_path / "other.pt")
-    with pytest.raises(KitError, match=r"other settings \(prior:"):
+    with pytest.raises(KitError, match="was trained on another prior than"):
         metatrain.train_morph(_cfg(**{"optim.epochs": 1}), tmp_path / "other.pt", trained[1])
 
 
@@ -120,7 +133,9 @@ def test_command_line_exports_and_evaluates(trained, tmp_path):
                         (("morph", "--checkpoint", ckpt, "--gamma", "-2", "--out", "x.pt"), "twice the prior's width"),
                         (("morph", "--checkpoint", ckpt, "--gamma", "0.2", "--k", "0", "--out", "x.pt"), "K must be"),
                         (("evaluate", "--checkpoint", str(folder / "checkpoint.pt"), "--gammas", "0"), "not a metamorphic"),
-                        (("evaluate", "--checkpoint", ckpt, "--gammas", "0,half"), "comma-separated numbers")]:
+                        (("evaluate", "--checkpoint", ckpt, "--gammas", "0,half"), "comma-separated numbers"),
+                        (("evaluate", "--checkpoint", ckpt, "--gammas", ","), "at least one number"),
+                        (("evaluate", "--checkpoint", ckpt, "--gammas", "0", "--k", "0"), "K must be")]:
         out = _cli(*args)
         assert out.returncode == 2 and "Traceback" not in out.stderr and words in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
