@@ -6,9 +6,13 @@ Modules, one concept each:
   models    CIFAR ResNets with per-block hidden widths, BatchNorm folding, cost counts
   train     the shared training loop and the prior trainer
   permute   weight smoothing by channel permutation (total variation, shortest Hamiltonian paths)
+  inr       the weight INR: coordinates, Fourier features, kernel/bias decoding, noise, K-averaging
+  mlpbank   the INR's engine: stacked residual MLPs in batched matmuls, with a hand-written backward
+  metamorph metamorphic networks: γ ↔ widths and cost, generation through functional_call, export
+  metatrain metamorphic training (NeuMeta) as a task on the shared loop; evaluation across γ
   plots     figures used by the notebooks
   pipeline  runs the numbered notebooks headlessly with papermill
-  bench     benchmarks (`python -m kit bench …`)
+  bench     benchmarks (`python -m kit bench …`); bench_inr  the INR benchmark against NeuMeta-style code
   io        atomic checkpoints and JSON records;  runtime  device, seeds, provenance
 Importing kit never imports torchvision.
 """

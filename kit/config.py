@@ -141,8 +141,8 @@ INR_ACTIVATIONS = ("relu", "elu")
 class INRConfig:
     """The hypernetwork: one residual MLP per generated tensor (paper 002 sec. 3.2, paper 000 sec. 2.1)."""
 
-    hidden: int = 512  # units in every hidden layer of each MLP
-    depth: int = 8  # input layer + (depth − 1) gated residual layers, then the output layer (NeuMeta's resmlp)
+    hidden: int = 256  # units in every hidden layer of each MLP (paper 002 sec. 4.1: 256; HTTY: 512)
+    depth: int = 5  # input layer + (depth − 1) gated residual layers, then the output layer (paper 002: 5; HTTY: 8)
     activation: str = "relu"  # 'relu' (NeuMeta) or 'elu' (HTTY, paper 000 sec. 4.1)
     num_freqs: int = 10  # Fourier frequencies 2^0…2^(F−1)·π per coordinate; ≤ 16 (float32 resolves no more). On
     # clean index coordinates o/O, frequencies with 2^k ≥ 2·O are constant (aliased), so F ≈ log2(2·O) + 1 carries
@@ -190,7 +190,7 @@ class MorphConfig:
     select_gammas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])  # mean val accuracy here selects
     gammas_eval: list[float] = field(default_factory=lambda: list(GAMMAS_EVAL))  # γ of the final test evaluation
     ema: float = 0.995  # decay per step of the INR's exponential moving average, which is evaluated (0 = off)
-    batch_size: int = 64  # images per step (NeuMeta: 64); the rest of the data settings are the prior's
+    batch_size: int = 128  # images per step (paper 002 sec. 4.1: 128); the other data settings are the prior's
     inr: INRConfig = field(default_factory=INRConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
@@ -227,12 +227,12 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     "quick": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
-        "morph": {"inr": {"hidden": 128, "depth": 4}, "k_samples": 5, "batch_size": 128,
+        "morph": {"inr": {"hidden": 128, "depth": 4}, "k_samples": 5,
                   "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.2}},
     },
     "full": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 30, "warmup_epochs": 1.0}},
-        "morph": {"inr": {"hidden": 256, "depth": 4}, "k_samples": 20, "optim": {"epochs": 10, "warmup_epochs": 0.5}},
+        "morph": {"k_samples": 20, "optim": {"epochs": 10, "warmup_epochs": 0.5}},
     },
     "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
         "prior": {
@@ -240,7 +240,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "model": {"depth": 56, "width": 16},
             "optim": {"epochs": 200, "lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 1.0},
         },
-        "morph": {"k_samples": 100},  # the dataclass defaults are NeuMeta's CIFAR settings (reference notes sec. 5)
+        "morph": {"k_samples": 100},  # the dataclass defaults are paper 002 sec. 4.1's (200 epochs, INR 5×256)
     },
 }
 
