@@ -171,7 +171,7 @@ def _evaluate(args) -> None:
     k = cfg["k_samples"] if args.k is None else args.k
     for g in gammas:
         net.widths(g)  # every γ checked before any work
-    data = metatrain.load_data_for(record, args.device)
+    data = metatrain.load_data_for(record["prior_config"], args.device)
     pool = metamorph.pool_gammas(cfg["gamma_max"], cfg["pool_size"])
     accuracy = metatrain.evaluate_gammas(net.to(data.device), data, gammas, k, args.split, seed=args.seed)
     net.to("cpu")

@@ -51,10 +51,10 @@ class MorphTask(train.Task):
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Decay on the INR's weight matrices (w_*), not on its biases or gates."""
+        is_matrix = lambda name: name.split(".")[1].startswith("w_")  # '<bank>.w_in', '<bank>.w_hidden.<j>', …
         named = list(self.module.inr.named_parameters())
-        decay = [p for n, p in named if n.rsplit(".", 1)[-1].startswith("w_") or ".w_hidden." in n]
-        rest = [p for n, p in named if not (n.rsplit(".", 1)[-1].startswith("w_") or ".w_hidden." in n)]
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        return [{"params": [p for n, p in named if is_matrix(n)], "weight_decay": weight_decay},
+                {"params": [p for n, p in named if not is_matrix(n)], "weight_decay": 0.0}]
 
     def loss(self, x, y):
         cfg, net = self.cfg, self.module
@@ -140,9 +140,7 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     out_dir = Path(out_dir)
     prior, record = load_smoothed(smoothed_path)
     device = pick_device(cfg.runtime.device)
-    prior_cfg = C.from_dict(C.PriorConfig, record["config"])
-    data_cfg = C.from_dict(C.DataConfig, {**C.to_dict(prior_cfg.data), "batch_size": cfg.batch_size})
-    data = D.load(data_cfg, device, prior_cfg.seed)  # the prior's seed: the same validation split as the prior
+    data = load_data_for(record["config"], device, cfg.batch_size)
     generator = seed_everything(cfg.seed)
     net = metamorph.MetamorphicNet(prior, metamorph.blocks_for(prior, cfg.setting), cfg.inr, cfg.coordinate_noise)
     for gamma in {*metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size), *cfg.select_gammas, *cfg.gammas_eval}:
@@ -181,9 +179,10 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     return MorphResult(net.eval(), fit.history, metrics, path)
 
 
-def load_data_for(record: dict, device: str | torch.device = "cpu", batch_size: int | None = None) -> D.Data:
-    """The dataset (with the prior's validation split) that a metamorph.pt was trained on."""
-    prior_cfg = C.from_dict(C.PriorConfig, record["prior_config"])
+def load_data_for(prior_config: dict, device: str | torch.device = "cpu", batch_size: int | None = None) -> D.Data:
+    """The prior's dataset with the prior's validation split (its seed), e.g. for record['prior_config'] of a
+    metamorph.pt or record['config'] of a smoothed.pt."""
+    prior_cfg = C.from_dict(C.PriorConfig, prior_config)
     values = C.to_dict(prior_cfg.data)
     if batch_size:
         values["batch_size"] = batch_size

@@ -143,7 +143,7 @@ def test_inr_fitted_to_reconstruction_reproduces_the_prior(smoothed_smoke):
     from kit import metatrain
     path, _ = smoothed_smoke
     prior, record = metatrain.load_smoothed(path)
-    data = metatrain.load_data_for({"prior_config": record["config"]})
+    data = metatrain.load_data_for(record["config"])
     torch.manual_seed(0)
     net = metamorph.MetamorphicNet(prior, ["layer3.0"], C.INRConfig(hidden=256, depth=3, num_freqs=16))
     targets = net.prior_tensors()

@@ -139,3 +139,14 @@ def test_command_line_exports_and_evaluates(trained, tmp_path):
         out = _cli(*args)
         assert out.returncode == 2 and "Traceback" not in out.stderr and words in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_weight_decay_reaches_the_inr_matrices_only():
+    from kit import models
+    net = metamorph.MetamorphicNet(models.fold_bn(models.resnet(8, 4)), ["layer3.0"], C.INRConfig(hidden=8, depth=3))
+    decay, rest = metatrain.MorphTask(net, _cfg()).parameter_groups(0.1)
+    names = {id(p): n for n, p in net.inr.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    assert all(".w_" in names[id(p)] for p in decay["params"]) and len(decay["params"]) == 2 * 4  # in, 2 hidden, out
+    assert all(".w_" not in names[id(p)] for p in rest["params"])  # biases and gates
+    assert not any(p is q for p in net.skeleton.parameters() for q in decay["params"] + rest["params"])
