@@ -267,7 +267,7 @@ def train_prior(cfg: C.PriorConfig, out_dir: str | Path, resume: bool = True,
 def load_prior(path: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, the whole record) from a prior.pt written by `train_prior`."""
     record = io.load_torch(path, "prior checkpoint")
-    if not isinstance(record, dict) or "arch" not in record:
+    if not isinstance(record, dict) or not {"arch", "state_dict"} <= set(record):  # a metamorph.pt has an arch too
         raise KitError(f"{path} is not a prior checkpoint written by kit.train.train_prior; point at a prior.pt.")
     model = models.from_arch(record["arch"])
     models.load_weights(model, record["state_dict"], f"prior checkpoint {path}")

@@ -73,6 +73,9 @@ def test_load_prior_rejects_other_files(tmp_path):
     io.save_torch({"something": 1}, tmp_path / "x.pt")
     with pytest.raises(KitError, match="not a prior checkpoint"):
         train.load_prior(tmp_path / "x.pt")
+    io.save_torch({"arch": {"depth": 8}, "inr": {}}, tmp_path / "metamorph.pt")  # an arch but no plain weights
+    with pytest.raises(KitError, match="not a prior checkpoint"):
+        train.load_prior(tmp_path / "metamorph.pt")
     (tmp_path / "broken.pt").write_bytes(b"not a torch file")
     with pytest.raises(KitError, match="cannot be read"):
         train.load_prior(tmp_path / "broken.pt")
