@@ -4,7 +4,7 @@
   train-prior  train the prior network without a notebook
   morph        export a plain network at a compression ratio γ from a metamorphic checkpoint
   evaluate     accuracy, widths and cost of a metamorphic checkpoint at several γ (table + CSV)
-  bench        benchmarks (`bench prior | permute | inr`)
+  bench        benchmarks (`bench prior | permute | inr | htty`)
   data         check that a dataset is available (fetch CIFAR when the network allows)
 Errors the user can fix are printed as one sentence, without a traceback.
 """
@@ -62,10 +62,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed of the averaged generations (default 0)")
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
-    p.add_argument("what", choices=["prior", "permute", "inr"],
+    p.add_argument("what", choices=["prior", "permute", "inr", "htty"],
                    help="prior: training throughput against a bare PyTorch loop; "
                         "permute: ResNet-56 smoothing time and TV reduction against 2 s per group; "
-                        "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code")
+                        "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code; "
+                        "htty: one HTTY step (4 configurations) against 4 plain prior steps, and the INR's share")
+    p.add_argument("--profile", default="quick", help="htty: the profile whose network and INR are timed (default quick)")
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", help="permute: smooth this prior.pt instead of fresh ResNet-56s")
     p.add_argument("--seconds-per-group", type=float, default=0.1, help="permute: the kit's budget (default 0.1)")
@@ -141,6 +143,9 @@ def _dispatch(args) -> int:
         from kit import bench
         if args.what == "prior":
             bench.print_prior(bench.bench_prior(args.device, args.batch_size, args.steps, args.rounds))
+        elif args.what == "htty":
+            from kit import bench_htty
+            bench_htty.print_htty(bench_htty.bench_htty(args.profile, args.device, rounds=args.rounds))
         elif args.what == "inr":
             from kit import bench_inr
             bench_inr.print_inr(bench_inr.bench_inr(args.device, rounds=args.rounds))

@@ -143,12 +143,12 @@ class INRConfig:
 
     hidden: int = 256  # units in every hidden layer of each MLP (paper 002 sec. 4.1: 256; HTTY: 512)
     depth: int = 5  # input layer + (depth − 1) gated residual layers, then the output layer (paper 002: 5; HTTY: 8)
-    activation: str = "relu"  # 'relu' (NeuMeta) or 'elu' (HTTY, paper 000 sec. 4.1)
+    activation: str = "elu"  # 'elu' (HTTY, paper 000 sec. 4.1) or 'relu' (NeuMeta's reference code)
     num_freqs: int = 10  # Fourier frequencies 2^0…2^(F−1)·π per coordinate; ≤ 16 (float32 resolves no more). On
     # clean index coordinates o/O, frequencies with 2^k ≥ 2·O are constant (aliased), so F ≈ log2(2·O) + 1 carries
     # all the information of an O-wide tensor; the default keeps NeuMeta's "more than enough".
     gate_init: float = 0.1  # starting value of the residual gates (NeuMeta's resmlp: 0.1)
-    disentangled: bool = False  # biases from their own scalar-output MLPs (HTTY sec. 3.5), not the first output
+    disentangled: bool = True  # biases from their own scalar-output MLPs (HTTY sec. 3.5), not a k²-output's first
 
     def __post_init__(self):
         _require(self.hidden >= 1 and self.depth >= 1, "inr.hidden and inr.depth must be ≥ 1.")
@@ -169,19 +169,44 @@ class LossConfig:
         _require(min(self.task, self.reconstruction, self.regularization) >= 0, "loss weights must be ≥ 0.")
 
 
-MORPH_METHODS = ("neumeta",)  # training recipes of notebook 03 (HTTY comes with its issue)
 GAMMAS_EVAL = [-0.25, -0.125, 0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75]  # seen, between, beyond
+# The training recipes of notebook 03. NeuMeta is HTTY with every component switched off (paper 000 sec. 4.2).
+METHOD_SWITCHES: dict[str, dict] = {
+    "htty": {"incremental": True, "alpha_scaling": True, "accumulate": 4, "inr_init": True, "train_tail": True,
+             "inr": {"disentangled": True}},
+    "neumeta": {"incremental": False, "alpha_scaling": False, "accumulate": 1, "inr_init": False, "train_tail": False,
+                "inr": {"disentangled": False}},
+}
+# HTTY with one component off: the rows of paper 000 Tables 1 and 2.
+ABLATIONS: dict[str, dict] = {
+    "none": {}, "incremental": {"incremental": False}, "alpha": {"alpha_scaling": False},
+    "accumulation": {"accumulate": 1}, "init": {"inr_init": False}, "disentangle": {"inr": {"disentangled": False}},
+}
 
 
 @dataclass
 class MorphConfig:
-    """Metamorphic training on a smoothed prior: notebook 03 (NeuMeta, paper 002 sec. 3.4 and 4.1)."""
+    """Metamorphic training on a smoothed prior: notebook 03 (HTTY, paper 000 sec. 3–4.1; NeuMeta, paper 002).
+
+    `method` and `ablation` are labels that set the component switches through `METHOD_SWITCHES` and
+    `ABLATIONS` when the config is built (`build`); explicit overrides of a switch win over them."""
 
     SECTION: ClassVar[str] = "morph"
     profile: str = "quick"  # name of the profile these values started from (recorded, not used)
     seed: int = 0  # seeds the INR's initialisation, the γ draws, the coordinate noise and the batch order
-    method: str = "neumeta"  # training recipe: 'neumeta'
-    setting: str = "last_block"  # metamorphic blocks: 'last_block', 'last_stage', 'all', or names 'layer3.1,layer3.2'
+    method: str = "htty"  # training recipe: 'htty' (paper 000) or 'neumeta' (paper 002); sets the switches below
+    ablation: str = "none"  # HTTY with one component off: 'none', 'incremental', 'alpha', 'accumulation', 'init', 'disentangle'
+    incremental: bool = True  # sec. 3.1: one training stage per block, in order, earlier INRs fine-tuned jointly
+    alpha_scaling: bool = True  # sec. 3.2: generated blocks' branch × a learnable α (init 0); off = BN folded only
+    accumulate: int = 4  # sec. 3.4: configurations (batches) whose gradients make one step, the first at γ = 0; 1 = off
+    inr_init: bool = True  # sec. 3.3: a new block's MLPs start as copies of the previous block's (else their own init)
+    train_tail: bool = True  # sec. 3.1: the final block (unless generated) and the classifier trained directly
+    alpha_lr: float = 1e-4  # peak learning rate of α (the authors' code: 1e-4), same schedule as the INR's
+    tail_lr: float = 7e-5  # peak learning rate of the directly trained tail (the authors' code: 7e-5)
+    epoch_scale: int = 1  # multiplies the epochs of every stage (paper 000 Fig. 6 "extended training": 3)
+    train_images: int = 0  # class-balanced subset of the prior's training split trained on (0 = all of it)
+    val_images: int = 0  # class-balanced subset of the prior's validation split used for selection (0 = all of it)
+    setting: str = "last_block"  # metamorphic blocks: 'last_block', 'last_stage', 'all', 'all:3' (first 3), or names
     gamma_max: float = 0.5  # the training pool is [0, gamma_max] (compression ratio γ: hidden width (1 − γ)·H)
     pool_size: int = 17  # evenly spaced γ in the pool, ends included (17: every 2nd width of a 64-wide block)
     coordinate_noise: float = 1.0  # width of the uniform noise on the index coordinates, in index steps (0 = none)
@@ -193,12 +218,29 @@ class MorphConfig:
     batch_size: int = 128  # images per step (paper 002 sec. 4.1: 128); the other data settings are the prior's
     inr: INRConfig = field(default_factory=INRConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # optim.epochs is per stage (paper 000 sec. 4.1: 50); a non-incremental run trains blocks × epochs in one stage.
+    # Warm-up then constant (final_lr_ratio 1, sec. 4.1), in the first stage only.
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        epochs=200, optimizer="adamw", lr=1e-3, weight_decay=1e-2, warmup_epochs=1.0, grad_clip=10.0))
+        epochs=50, optimizer="adamw", lr=1e-3, weight_decay=1e-2, warmup_epochs=20.0, final_lr_ratio=1.0,
+        grad_clip=10.0))
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    @staticmethod
+    def preset(values: dict) -> dict:
+        """The switches that `values`' method and ablation stand for (applied by `build` under the overrides)."""
+        method, ablation = values.get("method", "htty"), values.get("ablation", "none")
+        _require(method in METHOD_SWITCHES, f"Unknown method {method!r}; choose one of {', '.join(METHOD_SWITCHES)}.")
+        _require(ablation in ABLATIONS, f"Unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}.")
+        return _merge(copy.deepcopy(METHOD_SWITCHES[method]), copy.deepcopy(ABLATIONS[ablation]))
+
     def __post_init__(self):
-        _require(self.method in MORPH_METHODS, f"Unknown method {self.method!r}; choose one of {', '.join(MORPH_METHODS)}.")
+        _require(self.method in METHOD_SWITCHES, f"Unknown method {self.method!r}; choose one of {', '.join(METHOD_SWITCHES)}.")
+        _require(self.ablation in ABLATIONS, f"Unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}.")
+        _require(self.ablation == "none" or self.method == "htty",
+                 f"Ablation {self.ablation!r} switches off an HTTY component; use it with method 'htty'.")
+        _require(self.accumulate >= 1 and self.epoch_scale >= 1 and min(self.train_images, self.val_images) >= 0,
+                 "accumulate and epoch_scale must be ≥ 1, train_images and val_images ≥ 0.")
+        _require(self.alpha_lr >= 0 and self.tail_lr >= 0, "alpha_lr and tail_lr must be ≥ 0.")
         _require(0 <= self.gamma_max < 1, f"gamma_max must be in [0, 1); got {self.gamma_max}.")
         _require(self.pool_size >= 2 or (self.pool_size == 1 and self.gamma_max == 0),
                  f"pool_size must be ≥ 2 (γ = 0 and gamma_max included), or 1 with gamma_max = 0; got {self.pool_size}.")
@@ -219,20 +261,27 @@ PROFILES: dict[str, dict[str, dict]] = {
             "runtime": {"progress": False},
         },
         "permute": {"seconds_per_group": 0.02},
-        "morph": {
-            "inr": {"hidden": 32, "depth": 2, "num_freqs": 4}, "pool_size": 5, "batch_size": 32,
-            "k_samples": 2, "k_select": 2, "select_gammas": [0.0, 0.5], "gammas_eval": [-0.25, 0.0, 0.25, 0.3125, 0.5, 0.75],
-            "optim": {"epochs": 2, "lr": 3e-3, "warmup_epochs": 0.2}, "runtime": {"progress": False},
+        "morph": {  # two blocks of ResNet-8 (its other blocks are projection blocks and the final block)
+            "setting": "layer1.0,layer2.0", "inr": {"hidden": 32, "depth": 2, "num_freqs": 4}, "pool_size": 5,
+            "batch_size": 32, "k_samples": 2, "k_select": 2, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2,
+            "tail_lr": 1e-3, "gammas_eval": [-0.25, 0.0, 0.25, 0.3125, 0.5, 0.75],
+            "optim": {"epochs": 1, "lr": 3e-3, "warmup_epochs": 0.2}, "runtime": {"progress": False},
         },
     },
+    # quick and full metamorphose the last three non-projection blocks of ResNet-20 before its final one (the
+    # multi-block setting; `all` reaches back to layer1 and costs twice as much per step on a CPU). They train for
+    # far fewer steps than the paper's 50 epochs per stage, so α and the tail get larger learning rates: Adam moves
+    # a parameter by about lr per step, and α must be able to travel from 0 to O(1) within a stage.
     "quick": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
-        "morph": {"inr": {"hidden": 128, "depth": 4}, "k_samples": 5,
-                  "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.2}},
+        "morph": {"setting": "layer2.1,layer2.2,layer3.1", "inr": {"hidden": 128, "depth": 4}, "k_samples": 5,
+                  "train_images": 12800, "val_images": 2000, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2,
+                  "tail_lr": 1e-3, "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.5}},
     },
     "full": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 30, "warmup_epochs": 1.0}},
-        "morph": {"k_samples": 20, "optim": {"epochs": 10, "warmup_epochs": 0.5}},
+        "morph": {"setting": "layer2.1,layer2.2,layer3.1", "k_samples": 20, "alpha_lr": 3e-3, "tail_lr": 3e-4,
+                  "optim": {"epochs": 2, "warmup_epochs": 0.5}},
     },
     "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
         "prior": {
@@ -240,7 +289,9 @@ PROFILES: dict[str, dict[str, dict]] = {
             "model": {"depth": 56, "width": 16},
             "optim": {"epochs": 200, "lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 1.0},
         },
-        "morph": {"k_samples": 100},  # the dataclass defaults are paper 002 sec. 4.1's (200 epochs, INR 5×256)
+        # paper 000 sec. 4.1: layer3 blocks 1…7, INR 8×512 ELU, 50 epochs per stage after 20 of warm-up, K = 100
+        # (its positional frequency 32 is beyond float32 resolution; 16 is the most that carries information)
+        "morph": {"setting": "last_stage", "inr": {"hidden": 512, "depth": 8, "num_freqs": 16}, "k_samples": 100},
     },
 }
 
@@ -253,11 +304,14 @@ def build(cls: type, profile: str = "quick", overrides: dict[str, Any] | None = 
         raise KitError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
     values = copy.deepcopy(PROFILES[profile].get(cls.SECTION, {}))
     values["profile"] = profile
+    user: dict = {}
     for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        _merge(values, _nest(key, value))
-    return from_dict(cls, values)
+        if value is not None:
+            _merge(user, _nest(key, value))
+    preset = getattr(cls, "preset", None)  # e.g. a method's switches: over the profile, under the overrides
+    if preset is not None:
+        _merge(values, preset(_merge(copy.deepcopy(values), copy.deepcopy(user))))
+    return from_dict(cls, _merge(values, user))
 
 
 def from_dict(cls: type, values: dict[str, Any], where: str = ""):

@@ -95,6 +95,7 @@ class WeightINR(nn.Module):
         self.specs, self.num_freqs, self.disentangled = list(specs), num_freqs, disentangled
         self.kernels = [i for i, s in enumerate(specs) if s.kind == "kernel"]
         self.biases = [i for i, s in enumerate(specs) if s.kind == "bias"]
+        self.row = {i: r for group in (self.kernels, self.biases) for r, i in enumerate(group)}  # slot → row in its bank
         self.k_max = max((specs[i].kernel for i in self.kernels), default=1)
         off_centre = [specs[i].name for i in self.kernels if (self.k_max - specs[i].kernel) % 2]
         if off_centre:
@@ -113,7 +114,7 @@ class WeightINR(nn.Module):
             self._coords[key] = coordinates(slot, len(self.specs), out_size, in_size, s.ref_out, s.ref_in, device=device)
         return self._coords[key]
 
-    def _inputs(self, slots: list[int], sizes: list[tuple[int, int]], noise: float,
+    def _inputs(self, slots: list[int], sizes: dict[int, tuple[int, int]], noise: float,
                 generator: torch.Generator | None, device) -> list[torch.Tensor]:
         feats = []
         for i in slots:
@@ -127,24 +128,38 @@ class WeightINR(nn.Module):
         return feats
 
     def forward(self, sizes: list[tuple[int, int]], noise: float = 0.0, generator: torch.Generator | None = None,
-                chunk: int = 1 << 15) -> list[torch.Tensor]:
-        """The tensors at the given (out, in) sizes, in spec order: kernels (out, in, k, k), biases (out,)."""
-        if len(sizes) != len(self.specs):
-            raise KitError(f"Got sizes for {len(sizes)} tensors but this INR generates {len(self.specs)}.")
+                chunk: int = 1 << 15, slots: list[int] | None = None) -> list[torch.Tensor]:
+        """The tensors `slots` (every spec when None) at the given (out, in) sizes, one size per slot, in that order:
+        kernels (out, in, k, k), biases (out,). Unlisted slots are not evaluated at all (incremental training)."""
+        slots = list(range(len(self.specs))) if slots is None else list(slots)
+        if len(sizes) != len(slots):
+            raise KitError(f"Got sizes for {len(sizes)} tensors but asked for {len(slots)}.")
         device = next(self.parameters()).device
         if generator is not None and generator.device.type != device.type:
             raise KitError(f"The noise generator is on {generator.device} but the INR on {device}; "
                            "create it with torch.Generator(device=...) on the INR's device.")
-        out: list[torch.Tensor | None] = [None] * len(self.specs)
-        if self.kernels:
-            raw = self.kernel_bank.run(self._inputs(self.kernels, sizes, noise, generator, device), chunk)
-            for i, r in zip(self.kernels, raw):
-                out[i] = self._decode_kernel(r, *sizes[i], self.specs[i].kernel)
-        if self.biases:
-            raw = self.bias_bank.run(self._inputs(self.biases, sizes, noise, generator, device), chunk)
-            for i, r in zip(self.biases, raw):
-                out[i] = r[:, 0]  # (out,): the first output (NeuMeta) or the only one (disentangled)
-        return out
+        size = dict(zip(slots, sizes))
+        out: dict[int, torch.Tensor] = {}
+        for bank, members in ((self.kernel_bank, self.kernels), (self.bias_bank, self.biases)):
+            wanted = [i for i in members if i in size]
+            if not wanted:
+                continue
+            raw = bank.run(self._inputs(wanted, size, noise, generator, device), chunk, [self.row[i] for i in wanted])
+            for i, r in zip(wanted, raw):  # kernels decoded; a bias is the first output (NeuMeta) or the only one
+                out[i] = self._decode_kernel(r, *size[i], self.specs[i].kernel) if self.specs[i].kind == "kernel" else r[:, 0]
+        return [out[i] for i in slots]
+
+    @torch.no_grad()
+    def copy_slots(self, pairs: list[tuple[int, int]], source: "WeightINR | None" = None) -> None:
+        """For each (from, to) pair, the MLP of slot `to` becomes a copy of slot `from`'s (of `source`, an INR of the
+        same specs, when given): HTTY's INR initialisation (paper 000 sec. 3.3), or a reset to initial weights."""
+        for a, b in pairs:
+            if self.specs[a].kind != self.specs[b].kind:
+                raise KitError(f"Cannot initialise the {self.specs[b].kind} MLP of {self.specs[b].name} from the "
+                               f"{self.specs[a].kind} MLP of {self.specs[a].name}.")
+            bank = self.kernel_bank if self.specs[b].kind == "kernel" else self.bias_bank
+            other = None if source is None else (source.kernel_bank if self.specs[b].kind == "kernel" else source.bias_bank)
+            bank.copy_rows(self.row[a], self.row[b], other)
 
     def _decode_kernel(self, raw: torch.Tensor, out_size: int, in_size: int, k: int) -> torch.Tensor:
         """(out·in, k_max²) → (out, in, k, k): the spatial centre k×k of each k_max×k_max kernel, / fan-in."""
@@ -153,15 +168,16 @@ class WeightINR(nn.Module):
         return w[:, :, s:s + k, s:s + k] / in_size
 
     @torch.no_grad()
-    def average(self, sizes: list[tuple[int, int]], k: int, noise: float, seed: int = 0) -> list[torch.Tensor]:
+    def average(self, sizes: list[tuple[int, int]], k: int, noise: float, seed: int = 0,
+                slots: list[int] | None = None) -> list[torch.Tensor]:
         """Running mean of k generations: the first without noise, the others with (paper 002 sec. 3.3)."""
         if not isinstance(k, int) or k < 1:
             raise KitError(f"The number of averaged generations K must be an integer ≥ 1; got {k!r}.")
         device = next(self.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
-        mean = [t.float() for t in self(sizes)]
+        mean = [t.float() for t in self(sizes, slots=slots)]
         for i in range(2, k + 1):
-            for m, t in zip(mean, self(sizes, noise, generator)):
+            for m, t in zip(mean, self(sizes, noise, generator, slots=slots)):
                 m.add_(t.float() - m, alpha=1.0 / i)
         return mean
 
@@ -171,9 +187,9 @@ def per_tensor_loop(inr: WeightINR, sizes: list[tuple[int, int]]) -> list[torch.
     banks are tested against, and the 'loop' row of `python -m kit bench inr`."""
     device = next(inr.parameters()).device
     out: list = [None] * len(inr.specs)
+    sizes_of = dict(enumerate(sizes))
     for bank, slots in ((inr.kernel_bank, inr.kernels), (inr.bias_bank, inr.biases)):
-        for j, (i, x) in enumerate(zip(slots, inr._inputs(slots, sizes, 0.0, None, device))):
-            raw = bank.forward_one(j, x)
+        for i, x in zip(slots, inr._inputs(slots, sizes_of, 0.0, None, device)):
+            raw = bank.forward_one(inr.row[i], x)
             out[i] = raw[:, 0] if inr.specs[i].kind == "bias" else inr._decode_kernel(raw, *sizes[i], inr.specs[i].kernel)
     return out
-

@@ -8,9 +8,19 @@ prior's weights. `forward(x, γ)` runs the skeleton with the generated tensors t
 code builds 33; ../shared/notes/neumeta-reference.md sec. 4, 7). `export(γ, k)` returns a plain
 `kit.models.ResNet` that runs without the INR.
 
-Which blocks are metamorphic (`blocks_for`): 'last_block' (NeuMeta: the last block of the last stage),
-'last_stage' (every block of the last stage but the projection block: HTTY Table 1), 'all' (every block but
-projection blocks: HTTY Fig. 2), or a comma-separated list of block names.
+Which blocks are metamorphic (`blocks_for`): 'last_block' (NeuMeta, paper 000 Table 2: the network's final
+block), 'last_stage' (the last stage's blocks but its projection block and its final block: Table 1, blocks
+1…7 of ResNet-56's layer3), 'all' (every block but projection blocks and the final block: Fig. 2), 'S:k' (the
+first k blocks of setting S in forward order: the Fig. 4 sweep), or a comma-separated list of block names.
+The final block is left out of the multi-block settings because HTTY trains it directly (sec. 3.1).
+
+HTTY's metamorphic block (paper 000 appendix, sec. 3.2): conv C→h, ReLU, conv h→C, the branch scaled by a
+learnable α (one per block, shared by every γ; 0 at the start, SkipInit) and added to the shortcut, no BN.
+With `alpha_scaling` the skeleton's metamorphic blocks are `ScaledBlock`s whose α is passed in with the
+generated tensors; `export` folds α into conv2. With `train_tail` the final block (when it is not
+metamorphic) and the classifier are parameters trained directly, shared by every γ (sec. 3.1). `active`
+blocks (the first ones, in order) take generated weights; the others keep the prior's (incremental
+training, sec. 3.1).
 """
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.func import functional_call
 
 from kit import config as C
@@ -38,7 +49,13 @@ def blocks_for(model: models.ResNet, setting: str | Sequence[str]) -> list[str]:
     """Names of the metamorphic blocks of `model` under a setting, in forward order."""
     named = list(model.blocks())
     names = [n for n, _ in named]
-    plain = [n for n, b in named if b.shortcut is None]  # blocks without a projection shortcut
+    plain = [n for n, b in named[:-1] if b.shortcut is None]  # no projection shortcut, not the final block
+    count = None
+    if isinstance(setting, str) and ":" in setting:
+        setting, _, k = setting.partition(":")
+        if not k.strip().isdigit() or int(k) < 1:
+            raise KitError(f"In the setting '{setting}:{k}' the block count must be a positive integer, e.g. 'all:3'.")
+        count = int(k)
     if isinstance(setting, str) and setting in SETTINGS:
         chosen = {"last_block": names[-1:], "last_stage": [n for n in plain if n.startswith("layer3.")],
                   "all": plain}[setting]
@@ -47,12 +64,30 @@ def blocks_for(model: models.ResNet, setting: str | Sequence[str]) -> list[str]:
         unknown = [n for n in chosen if n not in names]
         if unknown:
             raise KitError(f"Unknown block {unknown[0]!r} in the metamorphic setting; use one of "
-                           f"{', '.join(SETTINGS)} or block names {names[0]} … {names[-1]}.")
+                           f"{', '.join(SETTINGS)} (optionally ':k') or block names {names[0]} … {names[-1]}.")
         chosen = [n for n in names if n in chosen]
     if not chosen:
-        raise KitError(f"The setting {setting!r} selects no block of ResNet-{model.depth} (its last stage has only "
-                       "a projection block); use 'last_block' or a deeper prior.")
-    return chosen
+        raise KitError(f"The setting {setting!r} selects no block of ResNet-{model.depth} (its stages hold only "
+                       "projection blocks and the final block); use 'last_block', block names, or a deeper prior.")
+    if count is not None and count > len(chosen):
+        raise KitError(f"The setting '{setting}:{count}' asks for {count} blocks but '{setting}' has only "
+                       f"{len(chosen)} in ResNet-{model.depth}.")
+    return chosen[:count]
+
+
+class ScaledBlock(models.BasicBlock):
+    """relu(α·conv2(relu(conv1(x))) + shortcut(x)) on a BN-folded block (paper 000 appendix). α is a buffer
+    (1 = the prior's block) that `MetamorphicNet.forward` overrides with its learnable α."""
+
+    def __init__(self, block: models.BasicBlock):
+        nn.Module.__init__(self)
+        self.conv1, self.bn1, self.conv2, self.bn2, self.shortcut = (block.conv1, block.bn1, block.conv2, block.bn2,
+                                                                     block.shortcut)
+        self.register_buffer("alpha", torch.ones((), device=block.conv1.weight.device), persistent=False)
+
+    def forward(self, x):  # x: (B, cin, H, W) → (B, cout, H/stride, W/stride)
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) * self.alpha
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
 
 
 def width(gamma: float, reference: int) -> int:
@@ -82,12 +117,15 @@ def pool_gammas(gamma_max: float, size: int) -> list[float]:
 class MetamorphicNet(nn.Module):
     """A BN-folded prior whose `blocks` get their conv1/conv2 kernels and biases from a `WeightINR`."""
 
-    def __init__(self, prior: models.ResNet, blocks: Sequence[str], inr: C.INRConfig, noise: float = 1.0):
+    def __init__(self, prior: models.ResNet, blocks: Sequence[str], inr: C.INRConfig, noise: float = 1.0,
+                 alpha_scaling: bool = False, train_tail: bool = False):
         super().__init__()
         if prior.arch["batchnorm"]:
             raise KitError("A metamorphic network needs a BN-folded prior (notebook 02's smoothed.pt, or models.fold_bn).")
         self.skeleton = copy.deepcopy(prior).eval().requires_grad_(False)
         self.blocks, self.noise, self.inr_config = list(blocks), noise, inr
+        self.alpha_scaling, self.train_tail = alpha_scaling, train_tail
+        self.active = len(self.blocks)  # the first `active` blocks take generated weights (incremental training)
         modules = dict(self.skeleton.named_modules())
         self.reference = {b: modules[b].hidden for b in self.blocks}  # H per block
         specs = []
@@ -99,23 +137,62 @@ class MetamorphicNet(nn.Module):
                       TensorSpec(f"{b}.conv2.bias", "bias", c2.out_channels, 1)]
         self.specs = specs
         self.inr = WeightINR(specs, inr.hidden, inr.depth, inr.activation, inr.num_freqs, inr.gate_init, inr.disentangled)
+        if alpha_scaling:
+            for b in self.blocks:
+                parent, _, index = b.rpartition(".")
+                modules[parent][int(index)] = ScaledBlock(modules[b])
+            self.alpha = nn.Parameter(torch.zeros(len(self.blocks)))  # one α per block, shared by every γ; SkipInit
+        # The directly trained tail (HTTY sec. 3.1): the final block unless it is generated, and the classifier.
+        final = [n for n, _ in self.skeleton.blocks()][-1]
+        tail = [] if not train_tail else ([] if final in self.blocks else
+                                         [f"{final}.conv{i}.{t}" for i in (1, 2) for t in ("weight", "bias")])
+        tail += ["fc.weight", "fc.bias"] if train_tail else []
+        state = self.skeleton.state_dict()
+        self.tail_names = tail
+        self.tail = nn.ParameterList([nn.Parameter(state[n].clone()) for n in tail])
+
+    # ---------------------------------------------------------------- incremental training
+
+    @property
+    def active_blocks(self) -> list[str]:
+        return self.blocks[:self.active]
+
+    @property
+    def active_slots(self) -> list[int]:
+        """Spec indices of the generated tensors (4 per active block: conv1 W, b, conv2 W, b)."""
+        return list(range(4 * self.active))
+
+    def set_active(self, count: int) -> None:
+        """Generate the first `count` blocks; the others keep the prior's weights (and α = 1)."""
+        if not 1 <= count <= len(self.blocks):
+            raise KitError(f"A metamorphic network of {len(self.blocks)} blocks can have 1 … {len(self.blocks)} "
+                           f"generated blocks; got {count}.")
+        self.active = count
+
+    def direct_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors trained directly rather than generated: α of the active blocks and the tail."""
+        out = dict(zip(self.tail_names, self.tail))
+        if self.alpha_scaling:
+            out.update({f"{b}.alpha": self.alpha[i] for i, b in enumerate(self.active_blocks)})
+        return out
 
     # ---------------------------------------------------------------- γ and widths
 
     def widths(self, gamma: Gamma) -> dict[str, int]:
-        """Hidden width of every metamorphic block at γ (a number, or a mapping block → γ)."""
+        """Hidden width of every generated block at γ (a number, or a mapping block → γ)."""
+        active = {b: self.reference[b] for b in self.active_blocks}
         if isinstance(gamma, Mapping):
-            unknown = sorted(set(gamma) - set(self.blocks))
+            unknown = sorted(set(gamma) - set(active))
             if unknown:
-                raise KitError(f"{unknown[0]!r} is not a metamorphic block of this network; they are {', '.join(self.blocks)}.")
-            return {b: width(gamma.get(b, 0.0), h) for b, h in self.reference.items()}
-        return {b: width(gamma, h) for b, h in self.reference.items()}
+                raise KitError(f"{unknown[0]!r} is not a generated block of this network; they are {', '.join(active)}.")
+            return {b: width(gamma.get(b, 0.0), h) for b, h in active.items()}
+        return {b: width(gamma, h) for b, h in active.items()}
 
     def sizes(self, gamma: Gamma) -> list[tuple[int, int]]:
-        """(out, in) of every generated tensor at γ, in spec order."""
+        """(out, in) of every generated tensor at γ, in spec order (active blocks only)."""
         w = self.widths(gamma)
         out = []
-        for s in self.specs:
+        for s in self.specs[:4 * self.active]:
             block, conv = s.name.split(".conv")[0], s.name.split(".")[-2]
             h = w[block]
             if conv == "conv1":
@@ -150,52 +227,70 @@ class MetamorphicNet(nn.Module):
     # ---------------------------------------------------------------- weights
 
     def generate(self, gamma: Gamma = 0.0, noise: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The generated tensors at γ (differentiable), with `noise` index steps of coordinate noise."""
-        return dict(zip((s.name for s in self.specs), self.inr(self.sizes(gamma), noise, generator)))
+        """The generated tensors of the active blocks at γ (differentiable), with `noise` index steps of coordinate noise."""
+        slots = self.active_slots
+        return dict(zip((self.specs[i].name for i in slots), self.inr(self.sizes(gamma), noise, generator, slots=slots)))
 
     def average(self, gamma: Gamma = 0.0, k: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
         """Mean of k generations at γ, the first without noise (evaluation, paper 002 sec. 3.3)."""
-        return dict(zip((s.name for s in self.specs), self.inr.average(self.sizes(gamma), k, self.noise, seed)))
+        slots = self.active_slots
+        return dict(zip((self.specs[i].name for i in slots),
+                        self.inr.average(self.sizes(gamma), k, self.noise, seed, slots=slots)))
 
     def prior_tensors(self) -> dict[str, torch.Tensor]:
-        """The smoothed prior's values of the generated tensors: the reconstruction target at γ = 0."""
+        """The smoothed prior's values of the active generated tensors: the reconstruction target at γ = 0."""
         state = self.skeleton.state_dict()
-        return {s.name: state[s.name] for s in self.specs}
+        return {self.specs[i].name: state[self.specs[i].name] for i in self.active_slots}
 
     def forward(self, x: torch.Tensor, gamma: Gamma = 0.0, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (B, classes) of the network at γ; `weights` from `generate`/`average` (else generated, no noise)."""
         weights = self.generate(gamma) if weights is None else weights
-        return functional_call(self.skeleton, weights, (x,))
+        return functional_call(self.skeleton, {**weights, **self.direct_tensors()}, (x,))
 
     @torch.no_grad()
     def export(self, gamma: Gamma = 0.0, k: int = 1, seed: int = 0) -> models.ResNet:
-        """A plain ResNet with the widths and (K-averaged) weights of γ, on the CPU, in eval mode."""
+        """A plain ResNet with the widths and (K-averaged) weights of γ, α folded into conv2, on the CPU, in eval mode."""
         weights = self.average(gamma, k, seed)
         state = {name: t.detach().to("cpu") for name, t in self.skeleton.state_dict().items()}
-        state.update({name: t.to("cpu", state[name].dtype) for name, t in weights.items()})
+        state.update({name: t.detach().to("cpu", state[name].dtype) for name, t in weights.items()})
+        state.update({name: t.detach().to("cpu") for name, t in zip(self.tail_names, self.tail)})
+        if self.alpha_scaling:  # α·(W2 * h + b2) = (α·W2) * h + α·b2
+            for i, b in enumerate(self.active_blocks):
+                a = self.alpha[i].detach().to("cpu")
+                state[f"{b}.conv2.weight"] = state[f"{b}.conv2.weight"] * a
+                state[f"{b}.conv2.bias"] = state[f"{b}.conv2.bias"] * a
         with torch.random.fork_rng(devices=[]):
             model = models.from_arch(self.arch_at(gamma))
         return models.load_weights(model, state, f"network generated at γ = {gamma}").eval()
 
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What training changes: the INR, α and the tail (the skeleton is frozen)."""
+        return {n: t for n, t in self.state_dict().items() if not n.startswith("skeleton.")}
+
     # ---------------------------------------------------------------- files
 
     def save(self, path: str | Path, **extra) -> Path:
-        """metamorph.pt: the prior's architecture and weights, the blocks, the INR's config and weights."""
+        """metamorph.pt: the prior's architecture and weights, the blocks, the INR's config and the trained state."""
         return io.save_torch({"kind": "metamorphic", "arch": self.skeleton.arch, "blocks": self.blocks,
-                              "noise": self.noise, "inr_config": C.to_dict(self.inr_config),
-                              "skeleton": self.skeleton.state_dict(), "inr": self.inr.state_dict(), **extra}, path)
+                              "active": self.active, "noise": self.noise, "inr_config": C.to_dict(self.inr_config),
+                              "alpha_scaling": self.alpha_scaling, "train_tail": self.train_tail,
+                              "skeleton": self.skeleton.state_dict(), "trainable": self.trainable_state(), **extra}, path)
 
 
 def load(path: str | Path, skeleton_digest: str | None = None) -> tuple[MetamorphicNet, dict]:
     """(network, record) from a metamorph.pt; with skeleton_digest (`permute.state_digest` of the smoothed prior),
     refuse one trained on another prior."""
     record = io.load_torch(path, "metamorphic checkpoint")
-    if not isinstance(record, dict) or record.get("kind") != "metamorphic":
-        raise KitError(f"{path} is not a metamorphic checkpoint (metamorph.pt from notebook 03 or kit.metatrain).")
+    if not isinstance(record, dict) or record.get("kind") != "metamorphic" or "trainable" not in record:
+        raise KitError(f"{path} is not a metamorphic checkpoint of this kit version (metamorph.pt from notebook 03 or "
+                       "kit.metatrain); retrain notebook 03 to write one.")
     if skeleton_digest is not None and record.get("skeleton_digest") != skeleton_digest:
         raise KitError(f"{path} was trained on another prior than the one given; use the checkpoint trained on this "
                        "prior, or retrain notebook 03 on it.")
     prior = models.load_weights(models.from_arch(record["arch"]), record["skeleton"], f"metamorphic checkpoint {path}")
-    net = MetamorphicNet(prior, record["blocks"], C.from_dict(C.INRConfig, record["inr_config"]), record["noise"])
-    models.load_weights(net.inr, record["inr"], f"metamorphic checkpoint {path}")
+    net = MetamorphicNet(prior, record["blocks"], C.from_dict(C.INRConfig, record["inr_config"]), record["noise"],
+                         record["alpha_scaling"], record["train_tail"])
+    net.set_active(record["active"])
+    models.load_weights(net, {**{f"skeleton.{k}": v for k, v in net.skeleton.state_dict().items()},
+                              **record["trainable"]}, f"metamorphic checkpoint {path}")
     return net.eval(), record

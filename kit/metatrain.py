@@ -1,19 +1,32 @@
-"""Training metamorphic networks: NeuMeta's recipe as a `Task` on the kit's one loop (`kit.train.fit`).
+"""Training metamorphic networks: HTTY (paper 000 sec. 3) and NeuMeta (paper 002 sec. 3.4) as one `Task` on
+the kit's one loop (`kit.train.fit`); NeuMeta is HTTY with every component switched off (`config.METHOD_SWITCHES`).
 
-Paper 002 sec. 3.4 and 4.1 (HTTY's baseline, paper 000 sec. 2.2). Each step samples γ from the training
-pool, generates the metamorphic blocks' weights with coordinate noise and minimises
+Each configuration (one batch) samples γ from the training pool, generates the active blocks' weights with
+coordinate noise and contributes
 
     λ_task·CE + λ_rec·R (only when γ = 0, the prior's size) + λ_reg·Σ‖W‖₂
 
 where R is the MSE to the smoothed prior's weights weighted by |W*| / max|W*| per tensor (reference notes
-sec. 4). AdamW, gradient clipping by norm (the reference clips by value), an EMA of the INR after every
-step. After each epoch the EMA INR is validated at `select_gammas` (K = k_select) on the held-out
-validation split — never on the test split, which the reference code selected on — and the best epoch is
-kept; the final test evaluation averages K = k_samples generations at every γ of `gammas_eval`.
+sec. 4). HTTY's components, each a switch of `MorphConfig`:
+  - incremental (sec. 3.1): one stage per metamorphic block, in forward order; stage k generates blocks 1…k and
+    fine-tunes the earlier blocks' INRs with the new one; a non-incremental run is one stage of blocks × epochs;
+  - α-scaling (sec. 3.2): generated blocks are `metamorph.ScaledBlock`s with a learnable α, 0 at the start;
+  - INR initialisation (sec. 3.3): stage k's new MLPs start as copies of block k−1's final ones;
+  - gradient accumulation (sec. 3.4): `accumulate` batches, each its own configuration, make one step, and
+    the first is always γ = 0 so that R acts on every step (the loop's accumulation, `train.run_epoch`);
+  - disentangled biases (sec. 3.5): the INR's scalar-output bias bank;
+  - the tail (sec. 3.1): the final block (unless generated) and the classifier, trained directly for every γ.
+AdamW, warm-up (first stage) then constant, gradient clipping by norm, an EMA of every trained tensor.
+After each epoch the EMA state is validated at `select_gammas` (K = k_select) on the validation split
+(never on test, which the reference code selected on); each stage continues from the previous stage's
+selected state, and after each stage the test accuracy at `select_gammas` is recorded (the block-count
+curve of Fig. 4). The final test evaluation averages K = k_samples generations at every γ of `gammas_eval`.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +34,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from kit import config as C
 from kit import data as D
@@ -40,25 +54,41 @@ def reconstruction_loss(weights: dict[str, torch.Tensor], targets: dict[str, tor
 
 
 class MorphTask(train.Task):
-    """NeuMeta training of a `MetamorphicNet`'s INR (the skeleton stays frozen)."""
+    """One training stage of a `MetamorphicNet` (its active blocks' INRs, α and tail; the skeleton stays frozen)."""
 
-    def __init__(self, net: metamorph.MetamorphicNet, cfg: C.MorphConfig):
-        self.module, self.cfg = net, cfg
+    def __init__(self, net: metamorph.MetamorphicNet, cfg: C.MorphConfig, stage: int = 1):
+        self.module, self.cfg, self.stage, self.accumulate = net, cfg, stage, cfg.accumulate
         self.pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
-        self.draws = torch.Generator().manual_seed(cfg.seed + 1)  # which γ each step trains; checkpointed
+        self.draws = torch.Generator().manual_seed(cfg.seed + stage)  # which γ each batch trains; checkpointed
         self.targets = net.prior_tensors()
-        self.ema = {n: p.detach().clone() for n, p in net.inr.named_parameters()} if cfg.ema > 0 else None
+        self.ema = {n: p.detach().clone() for n, p in self._trained()} if cfg.ema > 0 else None
+
+    def _trained(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in self.module.named_parameters() if not n.startswith("skeleton.")]
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """Decay on the INR's weight matrices (w_*), not on its biases or gates."""
-        is_matrix = lambda name: name.split(".")[1].startswith("w_")  # '<bank>.w_in', '<bank>.w_hidden.<j>', …
-        named = list(self.module.inr.named_parameters())
-        return [{"params": [p for n, p in named if is_matrix(n)], "weight_decay": weight_decay},
-                {"params": [p for n, p in named if not is_matrix(n)], "weight_decay": 0.0}]
+        """Decay on the INR's weight matrices (w_*) and the tail's kernels; α and the tail at their own lr."""
+        groups = {"inr": [], "inr_rest": [], "alpha": [], "tail": [], "tail_rest": []}
+        for name, p in self._trained():
+            if name.startswith("inr."):
+                groups["inr" if name.split(".")[2].startswith("w_") else "inr_rest"].append(p)  # inr.<bank>.w_in, …
+            elif name == "alpha":
+                groups["alpha"].append(p)
+            else:
+                groups["tail" if p.ndim > 1 else "tail_rest"].append(p)
+        cfg = self.cfg
+        out = [{"params": groups["inr"], "weight_decay": weight_decay}, {"params": groups["inr_rest"], "weight_decay": 0.0},
+               {"params": groups["alpha"], "weight_decay": 0.0, "lr": cfg.alpha_lr},
+               {"params": groups["tail"], "weight_decay": weight_decay, "lr": cfg.tail_lr},
+               {"params": groups["tail_rest"], "weight_decay": 0.0, "lr": cfg.tail_lr}]
+        return [g for g in out if g["params"]]
 
-    def loss(self, x, y):
+    def loss(self, x, y, micro=0):
         cfg, net = self.cfg, self.module
-        gamma = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.draws))]
+        if cfg.accumulate > 1 and micro == 0:
+            gamma = 0.0  # HTTY sec. 3.4: every step holds the prior's size, so reconstruction always acts
+        else:
+            gamma = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.draws))]
         weights = net.generate(gamma, noise=cfg.coordinate_noise)
         logits = net(x, gamma, weights)
         loss = cfg.loss.task * F.cross_entropy(logits, y)
@@ -71,34 +101,52 @@ class MorphTask(train.Task):
     @torch.no_grad()
     def after_step(self) -> None:
         if self.ema is not None:
-            for name, p in self.module.inr.named_parameters():
+            for name, p in self._trained():
                 self.ema[name].lerp_(p.detach(), 1 - self.cfg.ema)
+
+    def epoch_log(self) -> dict:
+        net = self.module
+        alpha = {f"alpha@{b}": float(net.alpha[i].detach()) for i, b in enumerate(net.active_blocks)} if net.alpha_scaling else {}
+        return {"stage": self.stage, "active_blocks": net.active, **alpha}
 
     @contextlib.contextmanager
     def ema_weights(self):
-        """Temporarily put the EMA weights into the INR (evaluation uses them)."""
+        """Temporarily put the EMA weights into the network (evaluation uses them)."""
         if self.ema is None:
             yield
             return
-        live = {n: p.detach().clone() for n, p in self.module.inr.named_parameters()}
-        self.module.inr.load_state_dict(self.ema)
+        live = {n: p.detach().clone() for n, p in self._trained()}
+        self._assign(self.ema)
         try:
             yield
         finally:
-            self.module.inr.load_state_dict(live)
+            self._assign(live)
+
+    @torch.no_grad()
+    def _assign(self, values: dict[str, torch.Tensor]) -> None:
+        for name, p in self._trained():
+            p.copy_(values[name])
 
     def state_dict(self) -> dict:
-        return {"inr": self.module.inr.state_dict(), "ema": self.ema, "draws": self.draws.get_state()}
+        return {"trainable": self.module.trainable_state(), "ema": self.ema, "draws": self.draws.get_state()}
 
     def load_state_dict(self, state: dict, source: str) -> None:
-        models.load_weights(self.module.inr, state["inr"], source)
+        self._load_trainable(state["trainable"], source)
         if self.ema is not None:
-            self.ema = {n: state["ema"][n].to(p.device) for n, p in self.module.inr.named_parameters()}
+            self.ema = {n: state["ema"][n].to(p.device) for n, p in self._trained()}
         self.draws.set_state(state["draws"])
+
+    def _load_trainable(self, values: dict, source: str) -> None:
+        own = self.module.trainable_state()
+        shaped = [k for k in own if k not in values or tuple(values[k].shape) != tuple(own[k].shape)]
+        if shaped or set(values) - set(own):
+            raise KitError(f"The {source} does not fit this metamorphic network ({(shaped or sorted(set(values) - set(own)))[0]}); "
+                           "use the checkpoint of the same setting and INR, or start afresh.")
+        self._assign({k: v.to(own[k].device) for k, v in values.items()})
 
     def selection_state(self) -> dict:
         with self.ema_weights():
-            return {k: v.detach().to("cpu", copy=True) for k, v in self.module.inr.state_dict().items()}
+            return {k: v.detach().to("cpu", copy=True) for k, v in self.module.trainable_state().items()}
 
     def evaluate(self, data: D.Data, split: str, runtime: C.RuntimeConfig) -> dict[str, float]:
         with self.ema_weights():
@@ -134,56 +182,122 @@ def load_smoothed(path: str | Path) -> tuple[models.ResNet, dict]:
     return prior.eval(), record
 
 
+def stage_plan(cfg: C.MorphConfig, blocks: int) -> list[tuple[int, int]]:
+    """(active blocks, epochs) per stage: one stage per block when incremental, else one stage of blocks × epochs
+    (the same total training, paper 000 sec. 4.1)."""
+    epochs = cfg.optim.epochs * cfg.epoch_scale
+    return [(k, epochs) for k in range(1, blocks + 1)] if cfg.incremental else [(blocks, epochs * blocks)]
+
+
+def begin_stage(net: metamorph.MetamorphicNet, active: int, inr_init: bool, initial: dict[str, torch.Tensor]) -> None:
+    """Make the first `active` blocks generated. The MLPs of a block added now start as copies of its predecessor's
+    (INR initialisation, paper 000 sec. 3.3) or from their own initial weights `initial` (an INR state_dict)."""
+    added = range(net.active, active)  # blocks new to generation (0-based)
+    net.set_active(active)
+    for block in added:
+        slots = [4 * block + j for j in range(4)]  # conv1 W, conv1 b, conv2 W, conv2 b
+        if inr_init and block > 0:
+            net.inr.copy_slots([(s - 4, s) for s in slots])
+        else:
+            fresh = copy.deepcopy(net.inr)
+            fresh.load_state_dict(initial)
+            net.inr.copy_slots([(s, s) for s in slots], source=fresh)
+
+
 def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Path, resume: bool = True,
                 on_epoch_end: Callable[[int, list[dict]], None] | None = None) -> MorphResult:
-    """Train the INR of `cfg` on the smoothed prior and write out_dir/metamorph.pt (selected on validation)."""
+    """Train the metamorphic network of `cfg` on the smoothed prior, stage by stage, and write out_dir/metamorph.pt.
+
+    Each stage checkpoints to out_dir/checkpoint_stage<k>.pt after every epoch; a rerun resumes where it stopped
+    (a finished stage is reloaded, not retrained). `on_epoch_end(epoch, history)` sees the whole run's history."""
     out_dir = Path(out_dir)
     prior, record = load_smoothed(smoothed_path)
     device = pick_device(cfg.runtime.device)
-    data = load_data_for(record["config"], device, cfg.batch_size)
+    data = load_data_for(record["config"], device, cfg.batch_size, cfg.train_images, cfg.val_images, cfg.seed)
     generator = seed_everything(cfg.seed)
-    net = metamorph.MetamorphicNet(prior, metamorph.blocks_for(prior, cfg.setting), cfg.inr, cfg.coordinate_noise)
+    net = metamorph.MetamorphicNet(prior, metamorph.blocks_for(prior, cfg.setting), cfg.inr, cfg.coordinate_noise,
+                                   cfg.alpha_scaling, cfg.train_tail)
     for gamma in {*metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size), *cfg.select_gammas, *cfg.gammas_eval}:
         net.widths(gamma)  # every γ this run will build is checked now, not after an epoch
     net.to(device)
-    task = MorphTask(net, cfg)
+    initial = {k: v.clone() for k, v in net.inr.state_dict().items()}  # each MLP's own initialisation
+    net.set_active(1 if cfg.incremental else len(net.blocks))
     digest = permute.state_digest(prior)  # of the smoothed skeleton the INR is trained on
-    checkpoint = out_dir / "checkpoint.pt"
+    base = {**{k: v for k, v in C.to_dict(cfg).items() if k not in ("runtime", "profile")}, "skeleton": digest}
+    history, stages, seconds = [], [], 0.0
+    plan = stage_plan(cfg, len(net.blocks))
+    for stage, (active, epochs) in enumerate(tqdm(plan, desc=f"{cfg.method} stages", disable=not cfg.runtime.progress), 1):
+        begin_stage(net, active, cfg.incremental and cfg.inr_init, initial)
+        task = MorphTask(net, cfg, stage)
+        checkpoint = out_dir / f"checkpoint_stage{stage}.pt"
+        _refuse_other_prior(checkpoint, digest, smoothed_path, resume)
+        optim = dataclasses.replace(cfg.optim, epochs=epochs, warmup_epochs=cfg.optim.warmup_epochs if stage == 1 else 0.0)
+        done = len(history)
+        fit = train.fit(task, data, optim, cfg.runtime, checkpoint, generator, resume,
+                        {**base, "stage": stage, "active": active}, None if on_epoch_end is None else
+                        (lambda epoch, rows: on_epoch_end(done + epoch, history + rows)),
+                        desc=f"{cfg.method} stage {stage}/{len(plan)}", test_each_epoch=False)
+        task._load_trainable(fit.best_state, "selected state")  # the next stage starts from this stage's selection
+        history += [{**row, "run_epoch": done + i + 1} for i, row in enumerate(fit.history)]
+        seconds += fit.seconds
+        acc = evaluate_gammas(net, data, cfg.select_gammas, cfg.k_select, "test", cfg.runtime, cfg.seed)
+        stages.append({"stage": stage, "blocks": net.active_blocks, "epochs": epochs, "best_epoch": fit.best_epoch,
+                       "val_accuracy": fit.history[fit.best_epoch - 1]["val_accuracy"], "test_accuracy": acc,
+                       "alpha": _alphas(net), "seconds": fit.seconds})
+    t0 = time.perf_counter()
+    accuracy = evaluate_gammas(net, data, cfg.gammas_eval, cfg.k_samples, "test", cfg.runtime, cfg.seed)
+    prior_acc = train.evaluate(prior, data, "test", cfg.runtime)["accuracy"]
+    net = net.to("cpu")
+    pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
+    metrics = {
+        "accuracy": accuracy,
+        "kind": {metamorph.gamma_key(g): net.kind(g, pool) for g in cfg.gammas_eval},
+        "cost": {metamorph.gamma_key(g): net.cost(g, data.input_shape) for g in cfg.gammas_eval},
+        "widths": {metamorph.gamma_key(g): net.widths(g) for g in cfg.gammas_eval},
+        "prior_accuracy": prior_acc, "val_accuracy": stages[-1]["val_accuracy"], "stages": stages,
+        "alpha": _alphas(net), "epochs": sum(e for _, e in plan), "train_seconds": seconds,
+        "eval_seconds": time.perf_counter() - t0, "inr_parameters": models.count_parameters(net.inr),
+        "generated_parameters": sum(t.numel() for t in net.prior_tensors().values()),
+        "blocks": net.blocks, "pool": pool, "method": cfg.method, "ablation": cfg.ablation, "setting": cfg.setting,
+        "switches": {k: getattr(cfg, k) for k in ("incremental", "alpha_scaling", "accumulate", "inr_init", "train_tail")}
+        | {"disentangled": cfg.inr.disentangled},
+    }
+    path = net.save(out_dir / "metamorph.pt", config=C.to_dict(cfg), prior_config=record["config"],
+                    dataset=data.name, input_shape=data.input_shape, skeleton_digest=digest, metrics=metrics,
+                    provenance=provenance(device), smoothed=str(smoothed_path))
+    return MorphResult(net.eval(), history, metrics, path)
+
+
+def _alphas(net: metamorph.MetamorphicNet) -> dict[str, float]:
+    return {b: float(net.alpha[i].detach()) for i, b in enumerate(net.active_blocks)} if net.alpha_scaling else {}
+
+
+def _refuse_other_prior(checkpoint: Path, digest: str, smoothed_path, resume: bool) -> None:
+    """One sentence, before any work, when a checkpoint to resume was trained on another prior."""
     if resume and checkpoint.exists():
         saved = io.load_torch(checkpoint, "training checkpoint").get("fingerprint") or {}
         if saved.get("skeleton") not in (None, digest):
             raise KitError(f"{checkpoint} was trained on another prior than {smoothed_path}; delete it (or pick another "
                            "output folder) to train on this prior.")
-    fingerprint = {**{k: v for k, v in C.to_dict(cfg).items() if k not in ("runtime", "profile")}, "skeleton": digest}
-    fit = train.fit(task, data, cfg.optim, cfg.runtime, checkpoint, generator, resume, fingerprint,
-                    on_epoch_end, desc=cfg.method, test_each_epoch=False)
-    models.load_weights(net.inr, fit.best_state, "selected INR state")
-    t0 = time.perf_counter()
-    accuracy = evaluate_gammas(net, data, cfg.gammas_eval, cfg.k_samples, "test", cfg.runtime, cfg.seed)
-    prior_acc = train.evaluate(prior, data, "test", cfg.runtime)["accuracy"]
-    net = net.to("cpu")
-    metrics = {
-        "accuracy": accuracy,
-        "kind": {metamorph.gamma_key(g): net.kind(g, task.pool) for g in cfg.gammas_eval},
-        "cost": {metamorph.gamma_key(g): net.cost(g, data.input_shape) for g in cfg.gammas_eval},
-        "widths": {metamorph.gamma_key(g): net.widths(g) for g in cfg.gammas_eval},
-        "prior_accuracy": prior_acc, "val_accuracy": fit.history[fit.best_epoch - 1]["val_accuracy"],
-        "best_epoch": fit.best_epoch, "epochs": cfg.optim.epochs, "train_seconds": fit.seconds,
-        "eval_seconds": time.perf_counter() - t0, "inr_parameters": models.count_parameters(net.inr),
-        "generated_parameters": sum(t.numel() for t in net.prior_tensors().values()),
-        "blocks": net.blocks, "pool": task.pool, "method": cfg.method, "setting": cfg.setting,
-    }
-    path = net.save(out_dir / "metamorph.pt", config=C.to_dict(cfg), prior_config=record["config"],
-                    dataset=data.name, input_shape=data.input_shape, skeleton_digest=digest, metrics=metrics,
-                    provenance=provenance(device), smoothed=str(smoothed_path))
-    return MorphResult(net.eval(), fit.history, metrics, path)
 
 
-def load_data_for(prior_config: dict, device: str | torch.device = "cpu", batch_size: int | None = None) -> D.Data:
-    """The prior's dataset with the prior's validation split (its seed), e.g. for record['prior_config'] of a
-    metamorph.pt or record['config'] of a smoothed.pt."""
+def load_data_for(prior_config: dict, device: str | torch.device = "cpu", batch_size: int | None = None,
+                  train_images: int = 0, val_images: int = 0, seed: int = 0) -> D.Data:
+    """The prior's dataset with the prior's validation split and normalisation (its seed and limits), e.g. for
+    record['prior_config'] of a metamorph.pt or record['config'] of a smoothed.pt. `train_images` / `val_images`
+    > 0 keep a class-balanced subset of those splits (drawn with `seed`); the test split is untouched."""
     prior_cfg = C.from_dict(C.PriorConfig, prior_config)
     values = C.to_dict(prior_cfg.data)
     if batch_size:
         values["batch_size"] = batch_size
-    return D.load(C.from_dict(C.DataConfig, values), pick_device(str(device)), prior_cfg.seed)
+    data = D.load(C.from_dict(C.DataConfig, values), pick_device(str(device)), prior_cfg.seed)
+    generator = torch.Generator().manual_seed(seed)
+    for split, keep in (("train", train_images), ("val", val_images)):
+        full = data.splits[split]
+        if keep and keep < len(full):
+            idx = D.balanced_order(full.labels.cpu(), generator)[:keep].sort().values.to(full.labels.device)
+            data.splits[split] = D.Split(full.images[idx], full.labels[idx])
+    if data.num_batches("train") < 1 or len(data.splits["train"]) < data.cfg.batch_size:
+        raise KitError(f"train_images = {train_images} is less than one batch of {data.cfg.batch_size}; raise it or "
+                       "lower batch_size.")
+    return data

@@ -113,19 +113,28 @@ class MLPBank(nn.Module):
             h = h + self.gates[index, j] * _act(h @ w[index] + b[index], self.activation)
         return h @ self.w_out[index] + self.b_out[index]
 
-    def run(self, inputs: list[torch.Tensor], chunk: int = 1 << 15) -> list[torch.Tensor]:
-        """Each MLP i on its own rows inputs[i] (N_i, in). Inputs of equal length go through one batched pass
-        (no padding: tensors of other sizes form their own group), `chunk` rows at a time."""
-        if len(inputs) != self.count:
-            raise KitError(f"The bank holds {self.count} MLPs but got inputs for {len(inputs)} tensors.")
+    def run(self, inputs: list[torch.Tensor], chunk: int = 1 << 15, which: list[int] | None = None) -> list[torch.Tensor]:
+        """MLP which[i] (i itself when which is None) on its own rows inputs[i] (N_i, in). Inputs of equal length
+        go through one batched pass (no padding: tensors of other sizes form their own group), `chunk` rows at a time."""
+        which = list(range(self.count)) if which is None else list(which)
+        if len(inputs) != len(which) or any(not 0 <= j < self.count for j in which):
+            raise KitError(f"The bank holds {self.count} MLPs but got inputs for {len(inputs)} tensors "
+                           f"(MLPs {which}).")
         groups: dict[int, list[int]] = {}
         for i, x in enumerate(inputs):
             groups.setdefault(len(x), []).append(i)
         out: list[torch.Tensor | None] = [None] * len(inputs)
         for length, members in groups.items():
-            index = None if members == list(range(self.count)) else torch.tensor(members, device=inputs[0].device)
+            mlps = [which[i] for i in members]
+            index = None if mlps == list(range(self.count)) else torch.tensor(mlps, device=inputs[0].device)
             x = torch.stack([inputs[i] for i in members])  # (members, length, in)
             y = torch.cat([self(x[:, s:s + chunk], index) for s in range(0, length, chunk)], dim=1)
             for k, i in enumerate(members):
                 out[i] = y[k]
         return out
+
+    @torch.no_grad()
+    def copy_rows(self, source: int, target: int, other: "MLPBank | None" = None) -> None:
+        """MLP `target` becomes a copy of MLP `source` (of `other`, a bank of the same shape, when given)."""
+        for name, p in self.named_parameters():
+            p[target].copy_(dict((other or self).named_parameters())[name][source])

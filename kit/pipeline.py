@@ -5,8 +5,9 @@
 Each notebook `notebooks/NN_name.ipynb` is executed into `results/<run>/NN_name/NN_name.ipynb`
 (the executed notebook is the lab record) and writes its artifacts beside it. A notebook gets,
 among PROFILE, DATASET, SEED, DEVICE, OUT_DIR (its own folder) and RUN_DIR (the run's folder),
-those it declares in its `parameters` cell. A notebook listed in `VARIANTS` runs once per variant, each
-into its own sub-folder (notebook 03: once per METHOD, into `03_incremental_metamorphosis/<method>/`). Cell output streams to the terminal; the first failing
+those it declares in its `parameters` cell. A notebook with `variants` runs once per variant, each into its own
+sub-folder (notebook 03: HTTY and NeuMeta, and in `full`/`paper` seeds, ablations and the block-count sweep,
+into `03_incremental_metamorphosis/<variant>/`). Cell output streams to the terminal; the first failing
 notebook stops the run with its name and cell. `pipeline.json` in the run folder records what ran.
 """
 from __future__ import annotations
@@ -22,10 +23,29 @@ from kit.runtime import PROJECT_ROOT, provenance
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 _NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
-# notebook stem → [(sub-folder, extra parameters)]: the runs the pipeline makes of it
-VARIANTS: dict[str, list[tuple[str, dict]]] = {
-    "03_incremental_metamorphosis": [("neumeta", {"METHOD": "neumeta"})],
-}
+SEEDS = {"full": 3, "paper": 3}  # seeds of HTTY and NeuMeta per profile (1 elsewhere); ablation rows run one
+
+
+def variants(stem: str, profile: str, seed: int = 0) -> list[tuple[str, dict]]:
+    """[(sub-folder, extra parameters)]: the runs the pipeline makes of a notebook ([('', {})]: one, in its folder).
+
+    Notebook 03 runs HTTY and NeuMeta; in `full` and `paper` each over SEEDS seeds, plus one run per ablation row
+    of paper 000 Table 1 and NeuMeta on the first k metamorphic blocks for every smaller k (the Fig. 4 sweep; HTTY's
+    own stages give its curve)."""
+    if stem != "03_incremental_metamorphosis":
+        return [("", {})]
+    from kit import config as C
+    from kit import metamorph, models
+    seeds = SEEDS.get(profile, 1)
+    tag = (lambda s: f"-s{s}") if seeds > 1 else (lambda s: "")
+    runs = [(f"{m}{tag(seed + i)}", {"METHOD": m, "SEED": seed + i}) for m in ("htty", "neumeta") for i in range(seeds)]
+    if profile in SEEDS:
+        runs += [(f"htty-no-{a}", {"METHOD": "htty", "ABLATION": a, "SEED": seed}) for a in C.ABLATIONS if a != "none"]
+        prior, morph = C.build(C.PriorConfig, profile), C.build(C.MorphConfig, profile)
+        with_blocks = metamorph.blocks_for(models.resnet(prior.model.depth, prior.model.width), morph.setting)
+        runs += [(f"neumeta-blocks{k}", {"METHOD": "neumeta", "SETTING": f"{morph.setting}:{k}", "SEED": seed})
+                 for k in range(1, len(with_blocks))]
+    return runs
 
 
 def discover(folder: str | Path = NOTEBOOKS) -> list[Path]:
@@ -56,7 +76,7 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
             raise KitError(f"No notebook numbered {', '.join(only)} in {folder}.")
     offered = {"PROFILE": profile, "DATASET": dataset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(out)}
     records: list[dict] = []
-    runs = [(nb, sub, extra) for nb in notebooks for sub, extra in VARIANTS.get(nb.stem, [("", {})])]
+    runs = [(nb, sub, extra) for nb in notebooks for sub, extra in variants(nb.stem, profile, seed)]
     for i, (notebook, sub, extra) in enumerate(runs, 1):
         name = f"{notebook.stem}/{sub}" if sub else notebook.stem
         nb_out = out / name

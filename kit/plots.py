@@ -19,6 +19,8 @@ def training_curves(history: list[dict], title: str = "Prior training") -> plt.F
     """Loss and accuracy (train / val / test) against epoch."""
     style()
     df = pd.DataFrame(history)
+    if "run_epoch" in df:  # a staged (incremental) run: epochs counted over the whole run
+        df["epoch"] = df["run_epoch"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(df["epoch"], df["loss"], marker="o", label="train (augmented)")
     if df["val_loss"].notna().any():
@@ -99,13 +101,19 @@ KIND_STYLE = {"seen": ("o", "seen (in the training pool)"), "between": ("D", "un
 
 
 def accuracy_vs_gamma(accuracy: dict[str, float], kinds: dict[str, str], pool_max: float,
-                      prior_accuracy: float | None = None, title: str = "Metamorphic network") -> plt.Figure:
-    """Test accuracy against γ (keys are decimal strings), markers by seen/unseen, the training pool shaded."""
+                      prior_accuracy: float | None = None, title: str = "Metamorphic network",
+                      others: dict[str, dict[str, float]] | None = None, label: str = "this run") -> plt.Figure:
+    """Test accuracy against γ (keys are decimal strings), markers by seen/unseen, the training pool shaded;
+    `others` adds curves to compare with (e.g. {'neumeta': its accuracy}), drawn dashed."""
     style()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.axvspan(0, pool_max, color="tab:green", alpha=0.08, label="training pool")
     gammas = sorted(accuracy, key=float)
-    ax.plot([float(g) for g in gammas], [100 * accuracy[g] for g in gammas], color="tab:blue", alpha=0.5)
+    ax.plot([float(g) for g in gammas], [100 * accuracy[g] for g in gammas], color="tab:blue", alpha=0.5, label=label)
+    for i, (name, acc) in enumerate((others or {}).items()):
+        keys = sorted(acc, key=float)
+        ax.plot([float(g) for g in keys], [100 * acc[g] for g in keys], ls="--", marker=".",
+                color=sns.color_palette()[(i + 3) % 10], label=name)
     for kind, (marker, label) in KIND_STYLE.items():
         pts = [g for g in gammas if kinds.get(g) == kind]
         if pts:
@@ -141,5 +149,45 @@ def generated_kernels(tensors: dict[str, "object"], title: str) -> plt.Figure:
         ax.set(title=label, xlabel="input channel", ylabel="output channel")
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def stage_accuracy(stages: list[dict], prior_accuracy: float | None = None) -> plt.Figure:
+    """Test accuracy against γ after each incremental stage (paper 000 sec. 3.1): do earlier blocks hold up as later
+    ones become metamorphic? `stages` as `metatrain` records them (test_accuracy {γ: accuracy}, blocks)."""
+    style()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours = sns.color_palette("viridis", len(stages))
+    for colour, st in zip(colours, stages):
+        acc = st["test_accuracy"]
+        keys = sorted(acc, key=float)
+        ax.plot([float(g) for g in keys], [100 * acc[g] for g in keys], marker="o", color=colour,
+                label=f"after stage {st['stage']} ({len(st['blocks'])} block{'s' * (len(st['blocks']) > 1)}: …{st['blocks'][-1]})")
+    if prior_accuracy is not None:
+        ax.axhline(100 * prior_accuracy, color="k", ls="--", lw=1, label="prior")
+    ax.set(xlabel="compression ratio γ", ylabel="test accuracy (%)", title="Accuracy after each stage")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def alpha_curves(history: list[dict]) -> plt.Figure:
+    """α of every metamorphic block against the run's epoch (paper 000 sec. 3.2), stage boundaries dotted."""
+    style()
+    df = pd.DataFrame(history)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    x = df["run_epoch"] if "run_epoch" in df else df["epoch"]
+    for col in [c for c in df.columns if c.startswith("alpha@")]:
+        ax.plot(x, df[col], marker="o", label=col.split("@", 1)[1])
+    if "stage" in df:
+        for epoch in x[df["stage"].diff().fillna(0) > 0]:
+            ax.axvline(epoch - 0.5, color="grey", ls=":", lw=1)
+    ax.set(xlabel="epoch (whole run)", ylabel="α", title="Branch scale α per block (starts at 0)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no α in this run (α-scaling off)", ha="center", va="center", transform=ax.transAxes)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return fig

@@ -33,9 +33,11 @@ class Task:
     later trainers override (an INR's AdamW, an EMA updated after each step, extra state to checkpoint)."""
 
     module: nn.Module
+    accumulate: int = 1  # batches whose gradients are summed into one optimiser step (HTTY sec. 3.4)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scalar loss, logits (B, classes)) of one training batch; may combine several configurations."""
+    def loss(self, x: torch.Tensor, y: torch.Tensor, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scalar loss, logits (B, classes)) of one training batch; `micro` is the batch's place in its
+        accumulation group (0 … accumulate − 1)."""
         raise NotImplementedError
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
@@ -51,6 +53,10 @@ class Task:
 
     def after_step(self) -> None:
         """Called after every optimiser step (e.g. to update an EMA)."""
+
+    def epoch_log(self) -> dict:
+        """Extra values for the epoch's history row (e.g. HTTY's α per block)."""
+        return {}
 
     def state_dict(self) -> dict:
         """Everything a checkpoint must hold to resume this task exactly."""
@@ -72,7 +78,7 @@ class ClassifierTask(Task):
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
         self.module, self.label_smoothing = model, label_smoothing
 
-    def loss(self, x, y):
+    def loss(self, x, y, micro=0):
         logits = self.module(x)
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
 
@@ -118,32 +124,57 @@ def make_optimizer(task: Task, optim: C.OptimConfig, steps_per_epoch: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, optim.final_lr_ratio))
 
 
-def train_step(task: Task, opt: torch.optim.Optimizer, x, y, device: torch.device, amp: bool,
-               grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step; returns the (detached) loss and logits."""
+def train_step(task: Task, opt: torch.optim.Optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]],
+               device: torch.device, amp: bool, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the summed gradients of `batches` (one, or an accumulation group), each loss
+    weighted by its share of the group's images, so the step equals one on the group as a single batch;
+    returns the (detached) group loss and the logits of every image."""
     opt.zero_grad(set_to_none=True)
-    with autocast(device, amp):
-        loss, logits = task.loss(x, y)
-    loss.backward()
+    total = sum(len(y) for _, y in batches)
+    loss_sum, logits = 0.0, []
+    for micro, (x, y) in enumerate(batches):
+        with autocast(device, amp):
+            loss, out = task.loss(x, y, micro)
+        (loss * (len(y) / total)).backward()
+        loss_sum = loss_sum + loss.detach().float() * (len(y) / total)
+        logits.append(out.detach())
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(task.module.parameters(), grad_clip)
     opt.step()
     task.after_step()
-    return loss.detach(), logits.detach()
+    return loss_sum, torch.cat(logits)
+
+
+def steps_per_epoch(batches: int, accumulate: int) -> int:
+    """Optimiser steps in an epoch of `batches` batches, grouped `accumulate` at a time (the last group may be short)."""
+    return math.ceil(batches / accumulate)
 
 
 def run_epoch(task: Task, opt, sched, batches, device: torch.device, runtime: C.RuntimeConfig,
               grad_clip: float = 0.0) -> dict[str, float]:
-    """Train on every batch of `batches` (any iterable of (x, y)); mean loss and accuracy over them."""
+    """Train on every batch of `batches` (any iterable of (x, y)), `task.accumulate` batches per step; mean loss
+    and accuracy over them."""
     fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
     task.module.train()
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-    for x, y in batches:
-        loss, logits = train_step(task, opt, x.contiguous(memory_format=fmt), y, device, runtime.amp, grad_clip)
+    group: list = []
+
+    def step():
+        nonlocal loss_sum, correct, seen
+        loss, logits = train_step(task, opt, group, device, runtime.amp, grad_clip)
         sched.step()
-        loss_sum += loss.float() * len(y)  # stays on the device: no sync per step
+        y = torch.cat([b for _, b in group])
+        loss_sum += loss * len(y)  # stays on the device: no sync per step
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
+        group.clear()
+
+    for x, y in batches:
+        group.append((x.contiguous(memory_format=fmt), y))
+        if len(group) == task.accumulate:
+            step()
+    if group:
+        step()
     return {"loss": (loss_sum / seen).item(), "accuracy": (correct / seen).item(), "images": seen}
 
 
@@ -168,7 +199,7 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
     fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
     task.module.to(device=device, memory_format=fmt)
     steps = data.num_batches("train")
-    opt, sched = task.configure_optimizer(optim, steps)
+    opt, sched = task.configure_optimizer(optim, steps_per_epoch(steps, task.accumulate))
     result, start = FitResult(), 1
     if resume and checkpoint.exists():
         state = io.load_torch(checkpoint, "training checkpoint")
@@ -200,7 +231,8 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
                "val_accuracy": val["accuracy"], "val_loss": val["loss"], "test_accuracy": test["accuracy"],
                "test_loss": test["loss"], "lr": sched.get_last_lr()[0], "seconds": train_seconds,
                "images_per_second": stats["images"] / train_seconds,
-               **{f"val_{k}": v for k, v in val.items() if k not in ("accuracy", "loss")}}  # e.g. per-γ accuracy
+               **{f"val_{k}": v for k, v in val.items() if k not in ("accuracy", "loss")},  # e.g. per-γ accuracy
+               **task.epoch_log()}
         result.history.append(row)
         result.seconds += time.perf_counter() - t0
         if val["accuracy"] >= best_acc:  # ties go to the later (lower-lr) epoch

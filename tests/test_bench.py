@@ -29,3 +29,14 @@ def test_bench_inr_times_three_implementations_of_the_same_function(capsys):
     kit = inr.WeightINR(specs, 16, 3, "elu", 2)
     with torch.no_grad():
         assert [t.shape for t in ref(0.0)] == [t.shape for t in kit([(s.ref_out, s.ref_in) for s in specs])]
+
+
+def test_bench_htty_times_one_step_against_plain_training_and_the_inr_share(capsys):
+    from kit import bench_htty
+    r = bench_htty.bench_htty("smoke", device="cpu", rounds=1)
+    assert r["configurations"] == 4 and r["blocks"] == ["layer1.0", "layer2.0"]
+    assert set(r["seconds"]) == {"htty step", "prior ×4", "INR part"} and all(v > 0 for v in r["seconds"].values())
+    assert r["inr_share"] == r["seconds"]["INR part"] / r["seconds"]["htty step"]
+    assert r["step_over_prior"] == r["seconds"]["htty step"] / r["seconds"]["prior ×4"]
+    bench_htty.print_htty(r)
+    assert "of the step (target < 25%)" in capsys.readouterr().out

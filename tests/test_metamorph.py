@@ -18,9 +18,15 @@ def _prior(depth=20, width=4, seed=0):
 def test_settings_select_the_documented_blocks():
     net = _prior(20)
     assert metamorph.blocks_for(net, "last_block") == ["layer3.2"]
-    assert metamorph.blocks_for(net, "last_stage") == ["layer3.1", "layer3.2"]  # layer3.0 has a projection
-    assert metamorph.blocks_for(net, "all") == ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2",
-                                                "layer3.1", "layer3.2"]
+    # multi-block settings leave out projection blocks (layer3.0) and the final block (HTTY trains it directly)
+    assert metamorph.blocks_for(net, "last_stage") == ["layer3.1"]
+    assert metamorph.blocks_for(net, "all") == ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer3.1"]
+    assert metamorph.blocks_for(_prior(56), "last_stage") == [f"layer3.{i}" for i in range(1, 8)]  # paper 000 Table 1
+    assert metamorph.blocks_for(net, "all:3") == ["layer1.0", "layer1.1", "layer1.2"]  # Fig. 4 sweep: the first k
+    with pytest.raises(KitError, match="asks for 7 blocks but 'all' has only 6"):
+        metamorph.blocks_for(net, "all:7")
+    with pytest.raises(KitError, match="positive integer"):
+        metamorph.blocks_for(net, "all:x")
     assert metamorph.blocks_for(net, "layer3.2, layer2.1") == ["layer2.1", "layer3.2"]  # forward order
     with pytest.raises(KitError, match="Unknown block 'layer4.0'"):
         metamorph.blocks_for(net, "layer4.0")

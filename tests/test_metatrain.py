@@ -1,4 +1,5 @@
-"""NeuMeta training on the shared loop: loss terms, resume, selection on validation, refusals."""
+"""HTTY and NeuMeta training on the shared loop: loss terms, stages, α, INR initialisation, accumulation,
+ablation switches, resume (also mid-stage), selection on validation, refusals."""
 import dataclasses
 
 import pytest
@@ -26,7 +27,7 @@ def test_only_a_smoothed_prior_is_accepted(smoothed_smoke):
 def test_bad_gammas_stop_before_training(smoothed_smoke, tmp_path):
     with pytest.raises(KitError, match="no channel"):
         metatrain.train_morph(_cfg(gammas_eval=[0.0, 1.0]), smoothed_smoke[0], tmp_path)
-    assert not (tmp_path / "checkpoint.pt").exists()
+    assert not list(tmp_path.glob("checkpoint*.pt"))
 
 
 def test_reconstruction_loss_weights_errors_by_the_prior_magnitude():
@@ -39,14 +40,17 @@ def test_reconstruction_loss_weights_errors_by_the_prior_magnitude():
 
 def test_reconstruction_acts_only_at_the_priors_width(smoothed_smoke):
     path, prior = smoothed_smoke
-    cfg = _cfg(**{"loss.task": 0.0, "loss.regularization": 0.0})
-    net = metamorph.MetamorphicNet(prior, ["layer3.0"], cfg.inr, cfg.coordinate_noise)
-    task = metatrain.MorphTask(net, cfg)
     x, y = torch.randn(4, 1, 28, 28), torch.arange(4)
-    task.pool = [0.5]
-    assert task.loss(x, y)[0] == 0
-    task.pool = [0.0]
-    assert task.loss(x, y)[0] > 0
+    for method in ("neumeta", "htty"):
+        cfg = _cfg(method=method, **{"loss.task": 0.0, "loss.regularization": 0.0})
+        net = metamorph.MetamorphicNet(prior, ["layer3.0"], cfg.inr, cfg.coordinate_noise)
+        task = metatrain.MorphTask(net, cfg)
+        task.pool = [0.5]
+        assert task.loss(x, y, micro=1)[0] == 0
+        task.pool = [0.0]
+        assert task.loss(x, y, micro=1)[0] > 0
+    task.pool = [0.5]  # HTTY (accumulate 4): the first configuration of every step is γ = 0 (paper 000 sec. 3.4)
+    assert task.loss(x, y, micro=0)[0] > 0
 
 
 def test_config_sections_keep_their_own_defaults():
@@ -59,11 +63,143 @@ def test_config_sections_keep_their_own_defaults():
         _cfg(k_samples=0)
     with pytest.raises(KitError, match="Unknown method 'htty2'"):
         _cfg(method="htty2")
+    with pytest.raises(KitError, match="use it with method 'htty'"):
+        _cfg(method="neumeta", ablation="alpha")
+    with pytest.raises(KitError, match="Unknown ablation 'bn'"):
+        _cfg(ablation="bn")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("profile", list(C.PROFILES))
+def test_each_ablation_switch_changes_only_what_it_names(profile):
+    named = {"incremental": {"incremental"}, "alpha": {"alpha_scaling"}, "accumulation": {"accumulate"},
+             "init": {"inr_init"}, "disentangle": {"inr.disentangled"}}
+    assert set(named) == set(C.ABLATIONS) - {"none"}
+    ours = _flat(C.to_dict(C.build(C.MorphConfig, profile, {"method": "htty"})))
+    for ablation, fields in named.items():
+        row = _flat(C.to_dict(C.build(C.MorphConfig, profile, {"method": "htty", "ablation": ablation})))
+        assert {k for k in ours if ours[k] != row[k]} == fields | {"ablation"}, ablation
+    neumeta = _flat(C.to_dict(C.build(C.MorphConfig, profile, {"method": "neumeta"})))
+    assert {k for k in ours if ours[k] != neumeta[k]} == set().union(*named.values()) | {"method", "train_tail"}
+    assert neumeta["accumulate"] == 1 and not neumeta["incremental"] and not neumeta["alpha_scaling"]
+    # an explicit override wins over the method's switch (e.g. NeuMeta + tail fine-tuning, paper 000 Fig. 6)
+    assert C.build(C.MorphConfig, profile, {"method": "neumeta", "train_tail": True}).train_tail
+
+
+def test_a_new_block_is_the_identity_until_its_alpha_moves(smoothed_smoke):
+    _, prior = smoothed_smoke
+    net = metamorph.MetamorphicNet(prior, ["layer1.0", "layer2.0"], C.INRConfig(hidden=8, depth=2), alpha_scaling=True)
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, (i[0], o)))
+             for name, m in net.skeleton.named_modules() if name in ("layer1.0", "layer2.0")]
+    x = torch.randn(3, 1, 28, 28)
+    net.set_active(1)
+    net(x, 0.25)
+    inp, out = seen["layer1.0"]
+    assert torch.equal(out, inp)  # α = 0: the block's output is its (post-ReLU) input, whatever the INR says
+    with torch.no_grad():
+        net.alpha[0] = 0.5
+    net(x, 0.25)
+    assert not torch.allclose(*seen["layer1.0"])
+    metatrain.begin_stage(net, 2, True, net.inr.state_dict())
+    net(x, 0.25)
+    inp, out = seen["layer2.0"]
+    shortcut = net.skeleton.layer2[0].shortcut(inp)  # a projection block: identity branch = its shortcut
+    assert torch.allclose(out, torch.relu(shortcut), atol=1e-6)
+    for h in hooks:
+        h.remove()
+
+
+def test_inr_initialisation_copies_the_predecessor_or_restores_the_blocks_own(smoothed_smoke):
+    _, prior = smoothed_smoke
+    net = metamorph.MetamorphicNet(prior, ["layer1.0", "layer2.0"], C.INRConfig(hidden=8, depth=2))
+    initial = {k: v.clone() for k, v in net.inr.state_dict().items()}
+    net.set_active(1)
+    with torch.no_grad():  # pretend stage 1 trained every MLP (block 2's rows drift, e.g. by weight decay)
+        for p in net.inr.parameters():
+            p.add_(torch.randn_like(p))
+    trained = {k: v.clone() for k, v in net.inr.state_dict().items()}
+    for inr_init in (True, False):
+        net.inr.load_state_dict(trained)
+        net.set_active(1)
+        metatrain.begin_stage(net, 2, inr_init, initial)
+        assert net.active == 2 and len(net.generate(0.0)) == 8
+        for bank in (net.inr.kernel_bank, net.inr.bias_bank):
+            prefix = "kernel_bank" if bank is net.inr.kernel_bank else "bias_bank"
+            for name, p in bank.named_parameters():  # each bank holds 2 rows per block: block 2's are rows 2, 3
+                source = trained if inr_init else initial
+                old = source[f"{prefix}.{name}"]
+                assert torch.equal(p[2:4], old[0:2] if inr_init else old[2:4])
+                assert torch.equal(p[0:2], trained[f"{prefix}.{name}"][0:2])  # block 1 untouched
+
+
+def test_accumulating_configurations_equals_one_batch_holding_them(smoothed_smoke):
+    """Three configurations (γ = 0, then pool draws) on three batches, one step: the gradient equals that of the
+    size-weighted sum of their losses taken in one backward pass."""
+    from kit import train
+    _, prior = smoothed_smoke
+    cfg = _cfg(accumulate=3, coordinate_noise=0.0)  # no noise: every configuration is deterministic
+    net = metamorph.MetamorphicNet(prior, ["layer1.0", "layer2.0"], cfg.inr, 0.0, alpha_scaling=True, train_tail=True)
+    with torch.no_grad():
+        net.alpha.fill_(0.3)
+    task = metatrain.MorphTask(net, cfg)
+    batches = [(torch.randn(n, 1, 28, 28), torch.randint(0, 10, (n,))) for n in (4, 4, 2)]
+    trained = [p for n, p in net.named_parameters() if not n.startswith("skeleton.")]
+    opt = torch.optim.SGD(trained, lr=0.0)  # a step that moves nothing: the gradients stay to be read
+    draws = task.draws.get_state()
+    train.train_step(task, opt, batches, torch.device("cpu"), False, 0.0)
+    accumulated = [p.grad.clone() for p in trained]
+    task.draws.set_state(draws)
+    for p in trained:
+        p.grad = None
+    total = sum(task.loss(x, y, i)[0] * len(y) for i, (x, y) in enumerate(batches)) / 10
+    total.backward()
+    for a, p in zip(accumulated, trained):
+        assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-5)
+    assert any(a.abs().sum() > 0 for a in accumulated)
+
+
+def test_stages_generate_one_more_block_each_and_resume_mid_stage(smoothed_smoke, tmp_path):
+    path, _ = smoothed_smoke
+    cfg = _cfg(**{"optim.epochs": 2})
+    straight = metatrain.train_morph(cfg, path, tmp_path / "straight")
+    stages = straight.metrics["stages"]
+    assert [s["blocks"] for s in stages] == [["layer1.0"], ["layer1.0", "layer2.0"]]  # after stage k, k blocks
+    assert [list(s["alpha"]) for s in stages] == [["layer1.0"], ["layer1.0", "layer2.0"]]
+    assert [r["active_blocks"] for r in straight.history] == [1, 1, 2, 2]
+    assert all(set(s["test_accuracy"]) == {"0", "0.5"} for s in stages)
+    assert straight.metrics["switches"]["incremental"] and straight.metrics["alpha"]["layer2.0"] != 0
+
+    def kill(epoch, history):
+        if epoch == 3:  # the first epoch of stage 2
+            raise Killed()
+
+    with pytest.raises(Killed):
+        metatrain.train_morph(cfg, path, tmp_path / "killed", on_epoch_end=kill)
+    resumed = metatrain.train_morph(cfg, path, tmp_path / "killed")
+    a, b = straight.net.trainable_state(), resumed.net.trainable_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.metrics["accuracy"] == resumed.metrics["accuracy"]
+    assert [r["val_accuracy"] for r in straight.history] == [r["val_accuracy"] for r in resumed.history]
+
+
+def test_a_non_incremental_run_trains_every_block_for_the_same_total(smoothed_smoke, tmp_path):
+    cfg = _cfg(ablation="incremental", **{"optim.epochs": 1})
+    assert metatrain.stage_plan(cfg, 2) == [(2, 2)] and metatrain.stage_plan(_cfg(), 2) == [(1, 1), (2, 1)]
+    result = metatrain.train_morph(cfg, smoothed_smoke[0], tmp_path)
+    assert [s["blocks"] for s in result.metrics["stages"]] == [["layer1.0", "layer2.0"]]
+    assert [r["active_blocks"] for r in result.history] == [2, 2]
 
 
 def test_training_resumes_exactly_and_records_accuracy_per_gamma(smoothed_smoke, tmp_path):
     path, _ = smoothed_smoke
-    cfg = _cfg()
+    cfg = _cfg(method="neumeta", setting="last_block", **{"optim.epochs": 2})
     straight = metatrain.train_morph(cfg, path, tmp_path / "straight")
 
     def kill(epoch, history):
@@ -73,7 +209,7 @@ def test_training_resumes_exactly_and_records_accuracy_per_gamma(smoothed_smoke,
     with pytest.raises(Killed):
         metatrain.train_morph(cfg, path, tmp_path / "killed", on_epoch_end=kill)
     resumed = metatrain.train_morph(cfg, path, tmp_path / "killed")
-    a, b = straight.net.inr.state_dict(), resumed.net.inr.state_dict()
+    a, b = straight.net.trainable_state(), resumed.net.trainable_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert straight.metrics["accuracy"] == resumed.metrics["accuracy"]
 
@@ -92,7 +228,7 @@ def test_training_resumes_exactly_and_records_accuracy_per_gamma(smoothed_smoke,
 @pytest.fixture(scope="module")
 def trained(smoothed_smoke, tmp_path_factory):
     out = tmp_path_factory.mktemp("morph")
-    return metatrain.train_morph(_cfg(**{"optim.epochs": 1}), smoothed_smoke[0], out), out
+    return metatrain.train_morph(_cfg(setting="last_block"), smoothed_smoke[0], out), out
 
 
 def test_a_checkpoint_from_another_prior_is_refused(smoothed_smoke, trained, tmp_path):
@@ -101,7 +237,7 @@ def test_a_checkpoint_from_another_prior_is_refused(smoothed_smoke, trained, tmp
     record["state_dict"] = {k: v * 1.01 for k, v in record["state_dict"].items()}
     io.save_torch(record, tmp_path / "other.pt")
     with pytest.raises(KitError, match="was trained on another prior than"):
-        metatrain.train_morph(_cfg(**{"optim.epochs": 1}), tmp_path / "other.pt", trained[1])
+        metatrain.train_morph(_cfg(setting="last_block"), tmp_path / "other.pt", trained[1])
 
 
 def _cli(*args):
@@ -132,7 +268,7 @@ def test_command_line_exports_and_evaluates(trained, tmp_path):
     for args, words in [(("morph", "--checkpoint", ckpt, "--gamma", "1", "--out", "x.pt"), "no channel"),
                         (("morph", "--checkpoint", ckpt, "--gamma", "-2", "--out", "x.pt"), "twice the prior's width"),
                         (("morph", "--checkpoint", ckpt, "--gamma", "0.2", "--k", "0", "--out", "x.pt"), "K must be"),
-                        (("evaluate", "--checkpoint", str(folder / "checkpoint.pt"), "--gammas", "0"), "not a metamorphic"),
+                        (("evaluate", "--checkpoint", str(folder / "checkpoint_stage1.pt"), "--gammas", "0"), "not a metamorphic"),
                         (("evaluate", "--checkpoint", ckpt, "--gammas", "0,half"), "comma-separated numbers"),
                         (("evaluate", "--checkpoint", ckpt, "--gammas", ","), "at least one number"),
                         (("evaluate", "--checkpoint", ckpt, "--gammas", "0", "--k", "0"), "K must be")]:
@@ -141,12 +277,36 @@ def test_command_line_exports_and_evaluates(trained, tmp_path):
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
-def test_weight_decay_reaches_the_inr_matrices_only():
+def test_weight_decay_reaches_the_inr_matrices_and_tail_kernels_only():
     from kit import models
-    net = metamorph.MetamorphicNet(models.fold_bn(models.resnet(8, 4)), ["layer3.0"], C.INRConfig(hidden=8, depth=3))
-    decay, rest = metatrain.MorphTask(net, _cfg()).parameter_groups(0.1)
-    names = {id(p): n for n, p in net.inr.named_parameters()}
-    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
-    assert all(".w_" in names[id(p)] for p in decay["params"]) and len(decay["params"]) == 2 * 4  # in, 2 hidden, out
-    assert all(".w_" not in names[id(p)] for p in rest["params"])  # biases and gates
-    assert not any(p is q for p in net.skeleton.parameters() for q in decay["params"] + rest["params"])
+    net = metamorph.MetamorphicNet(models.fold_bn(models.resnet(8, 4)), ["layer1.0"], C.INRConfig(hidden=8, depth=3),
+                                   alpha_scaling=True, train_tail=True)
+    cfg = _cfg()
+    groups = metatrain.MorphTask(net, cfg).parameter_groups(0.1)
+    names = {id(p): n for n, p in net.named_parameters()}
+    named = [[names[id(p)] for p in g["params"]] for g in groups]
+    inr, inr_rest, alpha, tail, tail_rest = named
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0, 0.0, 0.1, 0.0]
+    assert all(".w_" in n for n in inr) and len(inr) == 2 * 4  # in, 2 hidden, out; kernel and bias banks
+    assert all(".w_" not in n for n in inr_rest)  # biases and gates
+    assert alpha == ["alpha"] and groups[2]["lr"] == cfg.alpha_lr
+    assert net.tail_names == ["layer3.0.conv1.weight", "layer3.0.conv1.bias", "layer3.0.conv2.weight",
+                              "layer3.0.conv2.bias", "fc.weight", "fc.bias"]
+    assert len(tail) == 3 and len(tail_rest) == 3 and groups[3]["lr"] == groups[4]["lr"] == cfg.tail_lr
+    assert not any(p is q for p in net.skeleton.parameters() for g in groups for q in g["params"])
+
+
+def test_results_group_seeds_by_recorded_method_and_ablation(tmp_path):
+    from kit import results
+    folder = tmp_path / results.MORPH_FOLDER
+    runs = {"htty-s0": ("htty", "none", 0.90), "htty-s1": ("htty", "none", 0.92), "neumeta": ("neumeta", "none", 0.5),
+            "htty-no-alpha": ("htty", "alpha", 0.8)}
+    for name, (method, ablation, acc) in runs.items():
+        io.write_json({"method": method, "ablation": ablation, "setting": "all", "accuracy": {"0": acc, "0.5": acc},
+                       "train_seconds": 10.0}, folder / name / "metrics.json")
+    (folder / "unfinished").mkdir()
+    summary = results.summarise(results.morph_runs(tmp_path))
+    assert set(summary) == {"htty", "neumeta", "htty − alpha"} and summary["htty"]["seeds"] == 2
+    mean, std = summary["htty"]["accuracy"]["0"]
+    assert abs(mean - 0.91) < 1e-12 and abs(std - 0.0141421356) < 1e-8
+    assert summary["neumeta"]["accuracy"]["0.5"] == (0.5, 0.0)

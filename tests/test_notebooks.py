@@ -5,6 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from kit import config as C
 from kit import io, pipeline
 from kit.errors import KitError
 from kit.runtime import PROJECT_ROOT
@@ -45,14 +46,14 @@ def smoke_run(tmp_path_factory):
 def _runs():
     """(run name, notebook) of every run the pipeline makes: one per notebook, or one per variant."""
     return [(f"{p.stem}/{sub}" if sub else p.stem, p) for p in NOTEBOOKS
-            for sub, _ in pipeline.VARIANTS.get(p.stem, [("", {})])]
+            for sub, _ in pipeline.variants(p.stem, "smoke")]
 
 
 @pytest.mark.notebook
 def test_pipeline_runs_every_notebook_on_smoke(smoke_run):
     out, records = smoke_run
     assert [r["notebook"] for r in records] == [name for name, _ in _runs()]
-    assert "03_incremental_metamorphosis/neumeta" in [r["notebook"] for r in records]
+    assert {"03_incremental_metamorphosis/htty", "03_incremental_metamorphosis/neumeta"} <= {r["notebook"] for r in records}
     assert all(r["status"] == "ok" for r in records)
     summary = io.read_json(out / "pipeline.json")
     assert [n["notebook"] for n in summary["notebooks"]] == [name for name, _ in _runs()]
@@ -88,19 +89,33 @@ def test_notebook_02_smooths_without_changing_the_function(smoke_run):
 
 
 @pytest.mark.notebook
-def test_notebook_03_neumeta_records_accuracy_per_gamma(smoke_run):
-    folder = smoke_run[0] / "03_incremental_metamorphosis" / "neumeta"
+@pytest.mark.parametrize("method", ["htty", "neumeta"])
+def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
+    folder = smoke_run[0] / "03_incremental_metamorphosis" / method
     m = io.read_json(folder / "metrics.json")
-    assert m["method"] == "neumeta" and m["config"]["profile"] == "smoke"
+    assert m["method"] == method and m["ablation"] == "none" and m["config"]["profile"] == "smoke"
     gammas = m["config"]["gammas_eval"]
     assert sorted(m["accuracy"], key=float) == [format(float(g), ".10g") for g in sorted(gammas)]
     assert all(0.0 <= a <= 1.0 for a in m["accuracy"].values())
     assert {"seen", "between", "smaller", "larger"} <= set(m["kind"].values())  # seen and unseen γ both evaluated
     assert m["train_seconds"] > 0 and m["inr_parameters"] > 0
     assert m["smoothed"].endswith("02_permutation/smoothed.pt")
-    for name in ("metamorph.pt", "checkpoint.pt", "accuracy_vs_gamma.png", "cost_vs_gamma.png", "kernels.png",
-                 "training_curves.png"):
+    stages = 2 if method == "htty" else 1  # smoke: two metamorphic blocks, one stage each for HTTY
+    assert len(m["stages"]) == stages and m["switches"]["incremental"] == (method == "htty")
+    assert bool(m["alpha"]) == (method == "htty")
+    for name in ("metamorph.pt", "accuracy_vs_gamma.png", "cost_vs_gamma.png", "kernels.png", "stages.png",
+                 "alpha.png", "training_curves.png", *[f"checkpoint_stage{k}.pt" for k in range(1, stages + 1)]):
         assert (folder / name).is_file(), name
+
+
+def test_pipeline_variants_cover_seeds_ablations_and_the_block_sweep():
+    assert [n for n, _ in pipeline.variants("03_incremental_metamorphosis", "quick")] == ["htty", "neumeta"]
+    assert pipeline.variants("01_prior_training", "full") == [("", {})]
+    full = dict(pipeline.variants("03_incremental_metamorphosis", "full"))
+    assert [full[f"htty-s{s}"]["SEED"] for s in range(3)] == [0, 1, 2] and "neumeta-s2" in full
+    assert {v["ABLATION"] for k, v in full.items() if k.startswith("htty-no-")} == set(C.ABLATIONS) - {"none"}
+    blocks = C.build(C.MorphConfig, "full").setting
+    assert full["neumeta-blocks1"]["SETTING"] == f"{blocks}:1" and "neumeta-blocks3" not in full  # 3 = the main run
 
 
 @pytest.mark.notebook

@@ -89,9 +89,9 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
     task = train.ClassifierTask(model)
     opt, _ = train.make_optimizer(task, C.OptimConfig(epochs=1, lr=0.05, warmup_epochs=0), 10)
     x, y = torch.randn(32, 1, 12, 12), torch.randint(0, 10, (32,))
-    first = train.train_step(task, opt, x, y, torch.device("cpu"), True, 0.0)[0].item()
+    first = train.train_step(task, opt, [(x, y)], torch.device("cpu"), True, 0.0)[0].item()
     for _ in range(15):
-        last = train.train_step(task, opt, x, y, torch.device("cpu"), True, 1.0)[0].item()
+        last = train.train_step(task, opt, [(x, y)], torch.device("cpu"), True, 1.0)[0].item()
     assert last < 0.5 * first
 
 
