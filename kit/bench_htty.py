@@ -12,23 +12,13 @@ timing does not depend on them.
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from kit import config as C
 from kit import metamorph, metatrain, models, train
+from kit.bench_inr import _timed
 from kit.runtime import pick_device
-
-
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 def bench_htty(profile: str = "quick", device: str = "auto", rounds: int = 5, input_shape=(1, 28, 28),
