@@ -11,13 +11,11 @@ timing does not depend on them.
 """
 from __future__ import annotations
 
-import statistics
-
 import torch
 
 from kit import config as C
 from kit import metamorph, metatrain, models, train
-from kit.bench_inr import _timed
+from kit.bench_inr import median_times
 from kit.runtime import pick_device
 
 
@@ -53,13 +51,7 @@ def bench_htty(profile: str = "quick", device: str = "auto", rounds: int = 5, in
                              for b in batches],
         "INR part": inr_part,
     }
-    for fn in runs.values():  # warm-up
-        fn()
-    times = {k: [] for k in runs}
-    for _ in range(rounds):
-        for k, fn in runs.items():
-            times[k].append(_timed(fn, dev))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = median_times(runs, dev, rounds)
     return {"device": str(dev), "profile": profile, "blocks": net.blocks, "batch_size": cfg.batch_size,
             "configurations": cfg.accumulate, "inr": f"{cfg.inr.depth} layers × {cfg.inr.hidden}, {cfg.inr.activation}",
             "seconds": med, "step_over_prior": med["htty step"] / med["prior ×4"],

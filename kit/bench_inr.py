@@ -106,6 +106,18 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
+def median_times(runs: dict, device: torch.device, rounds: int) -> dict:
+    """{name: median seconds} of each callable in `runs`, after one warm-up call each, in alternating rounds (so
+    drift of the machine hits every contender alike)."""
+    for fn in runs.values():  # warm-up
+        fn()
+    times = {key: [] for key in runs}
+    for _ in range(rounds):
+        for key, fn in runs.items():
+            times[key].append(_timed(fn, device))
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
 def bench_inr(device: str = "auto", width: int = 16, blocks: int = 7, hidden: int = 512, depth: int = 8,
               num_freqs: int = 10, rounds: int = 3, activation: str = "elu") -> dict:
     dev = pick_device(device)
@@ -127,13 +139,7 @@ def bench_inr(device: str = "auto", width: int = 16, blocks: int = 7, hidden: in
         ("neumeta", "forward"): lambda: _no_grad(lambda: ref(1.0)),
         ("neumeta", "forward+backward"): lambda: backward(ref(1.0), ref),
     }
-    for fn in runs.values():  # warm-up
-        fn()
-    times = {key: [] for key in runs}
-    for _ in range(rounds):
-        for key, fn in runs.items():
-            times[key].append(_timed(fn, dev))
-    med = {f"{impl} {what}": statistics.median(t) for (impl, what), t in times.items()}
+    med = {f"{impl} {what}": t for (impl, what), t in median_times(runs, dev, rounds).items()}
     rows = sum(o * i for o, i in sizes)
     in_dim = 6 * (1 + 2 * num_freqs)
     flops = 2 * rows * (in_dim * hidden + (depth - 1) * hidden * hidden + hidden * 9)  # forward, kernels + biases

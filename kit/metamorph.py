@@ -267,6 +267,14 @@ class MetamorphicNet(nn.Module):
         """What training changes: the INR, α and the tail (the skeleton is frozen)."""
         return {n: t for n, t in self.state_dict().items() if not n.startswith("skeleton.")}
 
+    def load_trainable(self, values: dict[str, torch.Tensor], source: str) -> None:
+        """Load a `trainable_state` (in place), refusing any missing, extra or mis-shaped tensor in one sentence."""
+        models.load_weights(self, {**{f"skeleton.{k}": v for k, v in self.skeleton.state_dict().items()}, **values}, source)
+
+    def alphas(self) -> dict[str, float]:
+        """α of every generated block ({} without α-scaling)."""
+        return {b: float(self.alpha[i].detach()) for i, b in enumerate(self.active_blocks)} if self.alpha_scaling else {}
+
     # ---------------------------------------------------------------- files
 
     def save(self, path: str | Path, **extra) -> Path:
@@ -291,6 +299,5 @@ def load(path: str | Path, skeleton_digest: str | None = None) -> tuple[Metamorp
     net = MetamorphicNet(prior, record["blocks"], C.from_dict(C.INRConfig, record["inr_config"]), record["noise"],
                          record["alpha_scaling"], record["train_tail"])
     net.set_active(record["active"])
-    models.load_weights(net, {**{f"skeleton.{k}": v for k, v in net.skeleton.state_dict().items()},
-                              **record["trainable"]}, f"metamorphic checkpoint {path}")
+    net.load_trainable(record["trainable"], f"metamorphic checkpoint {path}")
     return net.eval(), record

@@ -105,9 +105,8 @@ class MorphTask(train.Task):
                 self.ema[name].lerp_(p.detach(), 1 - self.cfg.ema)
 
     def epoch_log(self) -> dict:
-        net = self.module
-        alpha = {f"alpha@{b}": float(net.alpha[i].detach()) for i, b in enumerate(net.active_blocks)} if net.alpha_scaling else {}
-        return {"stage": self.stage, "active_blocks": net.active, **alpha}
+        alpha = {f"alpha@{b}": a for b, a in self.module.alphas().items()}
+        return {"stage": self.stage, "active_blocks": self.module.active, **alpha}
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -131,18 +130,10 @@ class MorphTask(train.Task):
         return {"trainable": self.module.trainable_state(), "ema": self.ema, "draws": self.draws.get_state()}
 
     def load_state_dict(self, state: dict, source: str) -> None:
-        self._load_trainable(state["trainable"], source)
+        self.module.load_trainable(state["trainable"], source)
         if self.ema is not None:
             self.ema = {n: state["ema"][n].to(p.device) for n, p in self._trained()}
         self.draws.set_state(state["draws"])
-
-    def _load_trainable(self, values: dict, source: str) -> None:
-        own = self.module.trainable_state()
-        shaped = [k for k in own if k not in values or tuple(values[k].shape) != tuple(own[k].shape)]
-        if shaped or set(values) - set(own):
-            raise KitError(f"The {source} does not fit this metamorphic network ({(shaped or sorted(set(values) - set(own)))[0]}); "
-                           "use the checkpoint of the same setting and INR, or start afresh.")
-        self._assign({k: v.to(own[k].device) for k, v in values.items()})
 
     def selection_state(self) -> dict:
         with self.ema_weights():
@@ -237,13 +228,13 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
                         {**base, "stage": stage, "active": active}, None if on_epoch_end is None else
                         (lambda epoch, rows: on_epoch_end(done + epoch, history + rows)),
                         desc=f"{cfg.method} stage {stage}/{len(plan)}", test_each_epoch=False)
-        task._load_trainable(fit.best_state, "selected state")  # the next stage starts from this stage's selection
+        net.load_trainable(fit.best_state, "selected state")  # the next stage starts from this stage's selection
         history += [{**row, "run_epoch": done + i + 1} for i, row in enumerate(fit.history)]
         seconds += fit.seconds
         acc = evaluate_gammas(net, data, cfg.select_gammas, cfg.k_select, "test", cfg.runtime, cfg.seed)
         stages.append({"stage": stage, "blocks": net.active_blocks, "epochs": epochs, "best_epoch": fit.best_epoch,
                        "val_accuracy": fit.history[fit.best_epoch - 1]["val_accuracy"], "test_accuracy": acc,
-                       "alpha": _alphas(net), "seconds": fit.seconds})
+                       "alpha": net.alphas(), "seconds": fit.seconds})
     t0 = time.perf_counter()
     accuracy = evaluate_gammas(net, data, cfg.gammas_eval, cfg.k_samples, "test", cfg.runtime, cfg.seed)
     prior_acc = train.evaluate(prior, data, "test", cfg.runtime)["accuracy"]
@@ -255,7 +246,7 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         "cost": {metamorph.gamma_key(g): net.cost(g, data.input_shape) for g in cfg.gammas_eval},
         "widths": {metamorph.gamma_key(g): net.widths(g) for g in cfg.gammas_eval},
         "prior_accuracy": prior_acc, "val_accuracy": stages[-1]["val_accuracy"], "stages": stages,
-        "alpha": _alphas(net), "epochs": sum(e for _, e in plan), "train_seconds": seconds,
+        "alpha": net.alphas(), "epochs": sum(e for _, e in plan), "train_seconds": seconds,
         "eval_seconds": time.perf_counter() - t0, "inr_parameters": models.count_parameters(net.inr),
         "generated_parameters": sum(t.numel() for t in net.prior_tensors().values()),
         "blocks": net.blocks, "pool": pool, "method": cfg.method, "ablation": cfg.ablation, "setting": cfg.setting,
@@ -266,10 +257,6 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
                     dataset=data.name, input_shape=data.input_shape, skeleton_digest=digest, metrics=metrics,
                     provenance=provenance(device), smoothed=str(smoothed_path))
     return MorphResult(net.eval(), history, metrics, path)
-
-
-def _alphas(net: metamorph.MetamorphicNet) -> dict[str, float]:
-    return {b: float(net.alpha[i].detach()) for i, b in enumerate(net.active_blocks)} if net.alpha_scaling else {}
 
 
 def _refuse_other_prior(checkpoint: Path, digest: str, smoothed_path, resume: bool) -> None:

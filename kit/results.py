@@ -28,7 +28,7 @@ def morph_runs(folder: str | Path) -> dict[str, dict]:
 
 
 def label(metrics: dict) -> str:
-    """'htty', 'neumeta', or 'htty − <component>' for an ablation row; ' (setting)' when it is a block sweep."""
+    """'htty', 'neumeta', or 'htty − <component>' for an ablation row (block sweeps differ by `setting`)."""
     name = metrics.get("method", "?")
     if metrics.get("ablation", "none") != "none":
         name += f" − {metrics['ablation']}"

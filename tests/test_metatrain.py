@@ -14,6 +14,23 @@ class Killed(Exception):
     pass
 
 
+def _killed_and_resumed(cfg, path, folder, after_epoch: int):
+    """Train, kill the run after `after_epoch` (counted over the whole run), then rerun it to the end."""
+    def kill(epoch, history):
+        if epoch == after_epoch:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        metatrain.train_morph(cfg, path, folder, on_epoch_end=kill)
+    return metatrain.train_morph(cfg, path, folder)
+
+
+def _same_result(a, b) -> None:
+    sa, sb = a.net.trainable_state(), b.net.trainable_state()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.metrics["accuracy"] == b.metrics["accuracy"]
+
+
 def _cfg(**overrides):
     return C.build(C.MorphConfig, "smoke", overrides)
 
@@ -176,16 +193,8 @@ def test_stages_generate_one_more_block_each_and_resume_mid_stage(smoothed_smoke
     assert all(set(s["test_accuracy"]) == {"0", "0.5"} for s in stages)
     assert straight.metrics["switches"]["incremental"] and straight.metrics["alpha"]["layer2.0"] != 0
 
-    def kill(epoch, history):
-        if epoch == 3:  # the first epoch of stage 2
-            raise Killed()
-
-    with pytest.raises(Killed):
-        metatrain.train_morph(cfg, path, tmp_path / "killed", on_epoch_end=kill)
-    resumed = metatrain.train_morph(cfg, path, tmp_path / "killed")
-    a, b = straight.net.trainable_state(), resumed.net.trainable_state()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert straight.metrics["accuracy"] == resumed.metrics["accuracy"]
+    resumed = _killed_and_resumed(cfg, path, tmp_path / "killed", after_epoch=3)  # the first epoch of stage 2
+    _same_result(straight, resumed)
     assert [r["val_accuracy"] for r in straight.history] == [r["val_accuracy"] for r in resumed.history]
 
 
@@ -201,17 +210,8 @@ def test_training_resumes_exactly_and_records_accuracy_per_gamma(smoothed_smoke,
     path, _ = smoothed_smoke
     cfg = _cfg(method="neumeta", setting="last_block", **{"optim.epochs": 2})
     straight = metatrain.train_morph(cfg, path, tmp_path / "straight")
-
-    def kill(epoch, history):
-        if epoch == 1:
-            raise Killed()
-
-    with pytest.raises(Killed):
-        metatrain.train_morph(cfg, path, tmp_path / "killed", on_epoch_end=kill)
-    resumed = metatrain.train_morph(cfg, path, tmp_path / "killed")
-    a, b = straight.net.trainable_state(), resumed.net.trainable_state()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert straight.metrics["accuracy"] == resumed.metrics["accuracy"]
+    resumed = _killed_and_resumed(cfg, path, tmp_path / "killed", after_epoch=1)
+    _same_result(straight, resumed)
 
     m = straight.metrics
     assert list(m["accuracy"]) == ["-0.25", "0", "0.25", "0.3125", "0.5", "0.75"]
