@@ -62,6 +62,7 @@ class MorphTask(train.Task):
         self.draws = torch.Generator().manual_seed(cfg.seed + stage)  # which γ each batch trains; checkpointed
         self.targets = net.prior_tensors()
         self.ema = {n: p.detach().clone() for n, p in self._trained()} if cfg.ema > 0 else None
+        self.updates = 0  # optimiser steps of this stage so far (the EMA's warm-up counts them)
 
     def _trained(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.module.named_parameters() if not n.startswith("skeleton.")]
@@ -100,9 +101,11 @@ class MorphTask(train.Task):
 
     @torch.no_grad()
     def after_step(self) -> None:
+        self.updates += 1
         if self.ema is not None:
+            decay = min(self.cfg.ema, self.updates / (9 + self.updates)) if self.cfg.ema_warmup else self.cfg.ema
             for name, p in self._trained():
-                self.ema[name].lerp_(p.detach(), 1 - self.cfg.ema)
+                self.ema[name].lerp_(p.detach(), 1 - decay)
 
     def epoch_log(self) -> dict:
         alpha = {f"alpha@{b}": a for b, a in self.module.alphas().items()}
@@ -127,12 +130,14 @@ class MorphTask(train.Task):
             p.copy_(values[name])
 
     def state_dict(self) -> dict:
-        return {"trainable": self.module.trainable_state(), "ema": self.ema, "draws": self.draws.get_state()}
+        return {"trainable": self.module.trainable_state(), "ema": self.ema, "updates": self.updates,
+                "draws": self.draws.get_state()}
 
     def load_state_dict(self, state: dict, source: str) -> None:
         self.module.load_trainable(state["trainable"], source)
         if self.ema is not None:
             self.ema = {n: state["ema"][n].to(p.device) for n, p in self._trained()}
+        self.updates = state["updates"]
         self.draws.set_state(state["draws"])
 
     def selection_state(self) -> dict:

@@ -11,7 +11,8 @@ def test_profiles_build_and_differ():
     built = {p: C.build(C.PriorConfig, p) for p in C.PROFILES}
     assert built["smoke"].model.depth == 8 and built["quick"].model.depth == 20
     assert built["paper"].data.name == "cifar100" and built["paper"].model.depth == 56
-    assert built["full"].optim.epochs > built["quick"].optim.epochs > built["smoke"].optim.epochs
+    assert built["paper"].optim.epochs > built["quick"].optim.epochs > built["smoke"].optim.epochs
+    assert built["full"] == C.build(C.PriorConfig, "quick", {"profile": "full"})  # full reuses quick's prior
     assert all(cfg.profile == name for name, cfg in built.items())
 
 

@@ -133,6 +133,23 @@ def test_a_new_block_is_the_identity_until_its_alpha_moves(smoothed_smoke):
         h.remove()
 
 
+def test_the_ema_warms_up_over_a_stages_first_steps(smoothed_smoke):
+    _, prior = smoothed_smoke
+    for warmup, decays in ((True, [1 / 10, 0.15, 0.15]), (False, [0.15] * 3)):  # warm-up: min(0.15, t / (9 + t))
+        cfg = _cfg(ema=0.15, ema_warmup=warmup)
+        net = metamorph.MetamorphicNet(prior, ["layer1.0"], C.INRConfig(hidden=8, depth=2), alpha_scaling=True)
+        net.set_active(1)
+        task = metatrain.MorphTask(net, cfg)
+        expected = net.alpha.detach().clone()
+        for step, decay in enumerate(decays, 1):  # the oracle: average_t = d·average_(t−1) + (1 − d)·value_t
+            with torch.no_grad():
+                net.alpha.fill_(float(step))
+            task.after_step()
+            expected = decay * expected + (1 - decay) * step
+            assert torch.allclose(task.ema["alpha"], expected)
+        assert task.state_dict()["updates"] == 3
+
+
 def test_inr_initialisation_copies_the_predecessor_or_restores_the_blocks_own(smoothed_smoke):
     _, prior = smoothed_smoke
     net = metamorph.MetamorphicNet(prior, ["layer1.0", "layer2.0"], C.INRConfig(hidden=8, depth=2))
