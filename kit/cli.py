@@ -4,6 +4,7 @@
   train-prior  train the prior network without a notebook
   morph        export a plain network at a compression ratio γ from a metamorphic checkpoint
   evaluate     accuracy, widths and cost of a metamorphic checkpoint at several γ (table + CSV)
+  summary      the table of a run folder's notebook-03 runs (mean ± std over seeds) and paper 000's comparisons
   bench        benchmarks (`bench prior | permute | inr | htty`)
   data         check that a dataset is available (fetch CIFAR when the network allows)
 Errors the user can fix are printed as one sentence, without a traceback.
@@ -60,6 +61,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="CSV to write (default: evaluate.csv next to the checkpoint)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the averaged generations (default 0)")
+
+    p = sub.add_parser("summary", help="table of a run folder's metamorphic runs: mean ± std over seeds, per γ")
+    p.add_argument("folder", help="a run folder (e.g. results/full-fashion-mnist) or its 03_incremental_metamorphosis/")
+    p.add_argument("--setting", default=None, help="which block setting to tabulate (default: the most common)")
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
     p.add_argument("what", choices=["prior", "permute", "inr", "htty"],
@@ -139,6 +144,8 @@ def _dispatch(args) -> int:
               f"{cost['macs'] / 1e6:.1f} M MACs, K = {k} -> {path}")
     elif args.command == "evaluate":
         _evaluate(args)
+    elif args.command == "summary":
+        _summary(args)
     elif args.command == "bench":
         from kit import bench
         if args.what == "prior":
@@ -193,3 +200,36 @@ def _evaluate(args) -> None:
               f"{100 * r[args.split + '_accuracy']:>8.2f}%")
     io.write_csv(rows, out)
     print(f"K = {k} generations averaged -> {out}")
+
+
+def _summary(args) -> None:
+    from kit import results
+    runs = results.morph_runs(args.folder)
+    if not runs:
+        raise KitError(f"No finished notebook-03 run (a metrics.json under {results.MORPH_FOLDER}/) in {args.folder}; "
+                       "point at a run folder written by `python -m kit pipeline`.")
+    summary = results.summarise(runs, args.setting)
+    prior = next(iter(runs.values()))["prior_accuracy"]
+    print(f"setting {next(iter(summary.values()))['setting']}; test accuracy (%), mean ± std over seeds\n")
+    print(results.table(summary, prior))
+    for name, row in summary.items():
+        mean, std = row["train_seconds"]
+        print(f"{name}: training {mean:.0f} ± {std:.0f} s")
+    if {"htty", "neumeta"} <= set(summary):
+        cmp = results.comparison(summary, prior)
+        print("\nHTTY − NeuMeta per γ (points; spread = std_htty + std_neumeta):")
+        for g, m in cmp["margin"].items():
+            print(f"  γ = {g:>9}: {100 * m['margin']:+6.2f}  (spread {100 * m['spread']:.2f})")
+        if cmp["prior_gap"] is not None:
+            print(f"prior − HTTY at γ = 0: {100 * cmp['prior_gap']:.2f} points")
+        for name, d in cmp["seen_to_between_drop"].items():
+            print(f"seen → between drop, {name}: {100 * d:.2f} points")
+    print("\ngenerated blocks at γ = 0 (α; branch scale ‖α·W2‖/‖W2*‖; relative error of conv2's kernel):")
+    from kit import metamorph
+    for variant, record in runs.items():
+        path = Path(record.get("checkpoint", ""))
+        if path.is_file():
+            report = results.block_report(metamorph.load(path)[0])
+            print(f"  {variant}: " + "; ".join(f"{b} α {r['alpha']:.3f} scale {r['branch scale']:.3f} error "
+                                                f"{r['error conv2.weight']:.2f}" for b, r in report.items()))
+

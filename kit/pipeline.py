@@ -30,8 +30,8 @@ def variants(stem: str, profile: str, seed: int = 0) -> list[tuple[str, dict]]:
     """[(sub-folder, extra parameters)]: the runs the pipeline makes of a notebook ([('', {})]: one, in its folder).
 
     Notebook 03 runs HTTY and NeuMeta; in `full` and `paper` each over SEEDS seeds, plus one run per ablation row
-    of paper 000 Table 1 and NeuMeta on the first k metamorphic blocks for every smaller k (the Fig. 4 sweep; HTTY's
-    own stages give its curve)."""
+    of paper 000 Table 1, NeuMeta on the first k metamorphic blocks for every smaller k (the Fig. 4 sweep; HTTY's
+    own stages give its curve) and HTTY with 3× the epochs (Fig. 6's extended training)."""
     if stem != "03_incremental_metamorphosis":
         return [("", {})]
     from kit import config as C
@@ -45,6 +45,7 @@ def variants(stem: str, profile: str, seed: int = 0) -> list[tuple[str, dict]]:
         with_blocks = metamorph.blocks_for(models.resnet(prior.model.depth, prior.model.width), morph.setting)
         runs += [(f"neumeta-blocks{k}", {"METHOD": "neumeta", "SETTING": f"{morph.setting}:{k}", "SEED": seed})
                  for k in range(1, len(with_blocks))]
+        runs.append(("htty-x3", {"METHOD": "htty", "EPOCH_SCALE": 3, "SEED": seed}))
     return runs
 
 

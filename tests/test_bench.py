@@ -1,5 +1,6 @@
 """The benchmark runs and reports consistent figures (its speed targets are read from its output, not asserted)."""
 from kit import bench
+from kit import config as C
 
 
 def test_bench_prior_reports_both_loops(capsys):
@@ -40,3 +41,15 @@ def test_bench_htty_times_one_step_against_plain_training_and_the_inr_share(caps
     assert r["step_over_prior"] == r["seconds"]["htty step"] / r["seconds"]["prior ×4"]
     bench_htty.print_htty(r)
     assert "of the step (target < 25%)" in capsys.readouterr().out
+
+
+def test_bench_htty_counts_the_inr_flops_of_the_elements_it_generates():
+    from kit import bench_htty, metamorph, models
+    net = metamorph.MetamorphicNet(models.fold_bn(models.resnet(8, 8, 1, 10).eval()), ["layer1.0", "layer2.0"],
+                                   C.INRConfig(hidden=16, depth=3, num_freqs=4, disentangled=True))
+    net.set_active(2)
+    per_row = lambda out: 2 * (6 * 9 * 16 + 2 * 16 * 16 + 16 * out)  # in 6·(1 + 2·4) → 16 → 16 → 16 → out
+    for gamma in (0.0, 0.25):
+        weights = net.generate(gamma)  # the oracle: rows are the elements actually generated (a kernel is 9 values)
+        expected = sum(t.numel() // 9 * per_row(9) if t.ndim == 4 else t.numel() * per_row(1) for t in weights.values())
+        assert bench_htty._inr_forward_flops(net, gamma) == expected

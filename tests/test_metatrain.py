@@ -317,13 +317,58 @@ def test_results_group_seeds_by_recorded_method_and_ablation(tmp_path):
     from kit import results
     folder = tmp_path / results.MORPH_FOLDER
     runs = {"htty-s0": ("htty", "none", 0.90), "htty-s1": ("htty", "none", 0.92), "neumeta": ("neumeta", "none", 0.5),
-            "htty-no-alpha": ("htty", "alpha", 0.8)}
+            "htty-no-alpha": ("htty", "alpha", 0.8), "htty-x3": ("htty", "none", 0.95)}
     for name, (method, ablation, acc) in runs.items():
         io.write_json({"method": method, "ablation": ablation, "setting": "all", "accuracy": {"0": acc, "0.5": acc},
-                       "train_seconds": 10.0}, folder / name / "metrics.json")
+                       "train_seconds": 10.0, "config": {"epoch_scale": 3 if name == "htty-x3" else 1}},
+                      folder / name / "metrics.json")
     (folder / "unfinished").mkdir()
     summary = results.summarise(results.morph_runs(tmp_path))
-    assert set(summary) == {"htty", "neumeta", "htty − alpha"} and summary["htty"]["seeds"] == 2
+    assert set(summary) == {"htty", "neumeta", "htty − alpha", "htty ×3 epochs"} and summary["htty"]["seeds"] == 2
     mean, std = summary["htty"]["accuracy"]["0"]
     assert abs(mean - 0.91) < 1e-12 and abs(std - 0.0141421356) < 1e-8
     assert summary["neumeta"]["accuracy"]["0.5"] == (0.5, 0.0)
+
+
+def test_comparison_figures_and_table_from_seeded_runs(tmp_path, capsys):
+    from kit import cli, results
+    kind = {"0": "seen", "0.25": "seen", "0.265625": "between"}
+    runs = {"htty-s0": ("htty", [0.90, 0.90, 0.88]), "htty-s1": ("htty", [0.92, 0.90, 0.88]),
+            "neumeta-s0": ("neumeta", [0.80, 0.70, 0.60]), "neumeta-s1": ("neumeta", [0.80, 0.70, 0.60])}
+    for name, (method, accs) in runs.items():
+        io.write_json({"method": method, "ablation": "none", "setting": "all", "kind": kind, "prior_accuracy": 0.93,
+                       "accuracy": dict(zip(kind, accs)), "train_seconds": 1.0},
+                      tmp_path / results.MORPH_FOLDER / name / "metrics.json")
+    summary = results.summarise(results.morph_runs(tmp_path))
+    cmp = results.comparison(summary, 0.93)
+    assert abs(cmp["margin"]["0"]["margin"] - 0.11) < 1e-12  # mean 0.91 − 0.80
+    assert abs(cmp["margin"]["0"]["spread"] - 0.0141421356) < 1e-8  # std of (0.90, 0.92) + 0
+    assert abs(cmp["prior_gap"] - 0.02) < 1e-12
+    assert abs(cmp["seen_to_between_drop"]["htty"] - (0.905 - 0.88)) < 1e-12
+    assert abs(cmp["seen_to_between_drop"]["neumeta"] - 0.15) < 1e-12
+    text = results.table(summary, 0.93)
+    assert "| htty | 2 | 91.00 ± 1.41 | 90.00 ± 0.00 | 88.00 ± 0.00 |" in text and "| prior | | 93.00 |" in text
+    assert cli.main(["summary", str(tmp_path)]) == 0
+    assert "prior − HTTY at γ = 0: 2.00 points" in capsys.readouterr().out
+    assert cli.main(["summary", str(tmp_path / "nothing")]) == 2
+    assert "No finished notebook-03 run" in capsys.readouterr().err
+
+
+def test_block_report_reads_alpha_errors_and_branch_scale(smoothed_smoke):
+    from kit import results
+    _, prior = smoothed_smoke
+    net = metamorph.MetamorphicNet(prior, ["layer1.0", "layer2.0"], C.INRConfig(hidden=8, depth=2), alpha_scaling=True)
+    net.set_active(1)
+    target = net.prior_tensors()["layer1.0.conv2.weight"]
+    with torch.no_grad():
+        net.alpha[0] = -0.5
+        net.inr.kernel_bank.w_out.zero_()  # every generated kernel is then its bias b_out …
+        net.inr.kernel_bank.b_out.zero_()  # … which is 0: the error is exactly 1 and the branch scale 0
+    row = results.block_report(net)["layer1.0"]
+    assert row["alpha"] == -0.5 and row["error conv2.weight"] == 1.0 and row["branch scale"] == 0.0
+    with torch.no_grad():
+        net.inr.kernel_bank.b_out.fill_(1.0)  # every kernel element 1 / fan-in
+    w = torch.full_like(target, 1.0 / target.shape[1])
+    row = results.block_report(net)["layer1.0"]
+    assert abs(row["branch scale"] - 0.5 * w.norm() / target.norm()) < 1e-6
+    assert abs(row["error conv2.weight"] - (w - target).norm() / target.norm()) < 1e-6

@@ -116,6 +116,7 @@ def test_pipeline_variants_cover_seeds_ablations_and_the_block_sweep():
     assert {v["ABLATION"] for k, v in full.items() if k.startswith("htty-no-")} == set(C.ABLATIONS) - {"none"}
     blocks = C.build(C.MorphConfig, "full").setting
     assert full["neumeta-blocks1"]["SETTING"] == f"{blocks}:1" and "neumeta-blocks3" not in full  # 3 = the main run
+    assert full["htty-x3"]["EPOCH_SCALE"] == 3 and len(full) == 14
 
 
 @pytest.mark.notebook
