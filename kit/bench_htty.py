@@ -19,7 +19,7 @@ import torch
 
 from kit import config as C
 from kit import metamorph, metatrain, models, train
-from kit.bench_inr import _timed, median_times
+from kit.bench_inr import timed, median_times
 from kit.runtime import pick_device
 
 
@@ -60,7 +60,7 @@ def bench_htty(profile: str = "quick", device: str = "auto", rounds: int = 5, in
     flops = 3 * sum(_inr_forward_flops(net, g) for g in gammas)  # forward + backward of the 4 generations
     rows, hidden = 4096, cfg.inr.hidden
     a, b = torch.randn(rows, hidden, device=dev), torch.randn(hidden, hidden, device=dev)
-    matmul = 2 * rows * hidden * hidden / statistics.median(_timed(lambda: a @ b, dev) for _ in range(rounds))
+    matmul = 2 * rows * hidden * hidden / statistics.median(timed(lambda: a @ b, dev) for _ in range(rounds))
     return {"device": str(dev), "profile": profile, "blocks": net.blocks, "batch_size": cfg.batch_size,
             "configurations": cfg.accumulate, "inr": f"{cfg.inr.depth} layers × {cfg.inr.hidden}, {cfg.inr.activation}",
             "seconds": med, "step_over_prior": med["htty step"] / med["prior ×4"],

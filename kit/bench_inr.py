@@ -96,7 +96,7 @@ class _ReferenceMLP(nn.Module):
         return self.out(x)
 
 
-def _timed(fn, device) -> float:
+def timed(fn, device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -114,7 +114,7 @@ def median_times(runs: dict, device: torch.device, rounds: int) -> dict:
     times = {key: [] for key in runs}
     for _ in range(rounds):
         for key, fn in runs.items():
-            times[key].append(_timed(fn, device))
+            times[key].append(timed(fn, device))
     return {key: statistics.median(t) for key, t in times.items()}
 
 
@@ -145,7 +145,7 @@ def bench_inr(device: str = "auto", width: int = 16, blocks: int = 7, hidden: in
     flops = 2 * rows * (in_dim * hidden + (depth - 1) * hidden * hidden + hidden * 9)  # forward, kernels + biases
     a, b = torch.randn(rows, hidden, device=dev), torch.randn(hidden, hidden, device=dev)
     (a @ b)
-    matmul = statistics.median(_timed(lambda: a @ b, dev) for _ in range(rounds))
+    matmul = statistics.median(timed(lambda: a @ b, dev) for _ in range(rounds))
     result = {"device": str(dev), "tensors": len(specs), "kernels": sum(o * i for (o, i), s in zip(sizes, specs) if s.kind == "kernel"),
               "rows": rows, "inr": f"{depth} layers × {hidden}, {activation}, {num_freqs} frequencies",
               "seconds": med, "forward_gflops": flops / med["kit forward"] / 1e9,
@@ -178,7 +178,7 @@ def _wide_step(dev, hidden, depth, num_freqs, blocks, activation, width) -> dict
 
     step()
     torch.cuda.reset_peak_memory_stats(dev)
-    seconds = _timed(step, dev)
+    seconds = timed(step, dev)
     return {"kernels": sum(o * i for (o, i), s in zip(sizes, specs) if s.kind == "kernel"), "step_seconds": seconds,
             "peak_memory_gib": torch.cuda.max_memory_allocated(dev) / 2 ** 30}
 

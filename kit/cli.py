@@ -203,7 +203,7 @@ def _evaluate(args) -> None:
 
 
 def _summary(args) -> None:
-    from kit import results
+    from kit import metamorph, results
     runs = results.morph_runs(args.folder)
     if not runs:
         raise KitError(f"No finished notebook-03 run (a metrics.json under {results.MORPH_FOLDER}/) in {args.folder}; "
@@ -225,11 +225,9 @@ def _summary(args) -> None:
         for name, d in cmp["seen_to_between_drop"].items():
             print(f"seen → between drop, {name}: {100 * d:.2f} points")
     print("\ngenerated blocks at γ = 0 (α; branch scale ‖α·W2‖/‖W2*‖; relative error of conv2's kernel):")
-    from kit import metamorph
     for variant, record in runs.items():
         path = Path(record.get("checkpoint", ""))
         if path.is_file():
             report = results.block_report(metamorph.load(path)[0])
             print(f"  {variant}: " + "; ".join(f"{b} α {r['alpha']:.3f} scale {r['branch scale']:.3f} error "
                                                 f"{r['error conv2.weight']:.2f}" for b, r in report.items()))
-

@@ -215,8 +215,8 @@ class MorphConfig:
     select_gammas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])  # mean val accuracy here selects
     gammas_eval: list[float] = field(default_factory=lambda: list(GAMMAS_EVAL))  # γ of the final test evaluation
     ema: float = 0.995  # decay per step of the INR's exponential moving average, which is evaluated (0 = off)
-    # Step t of a stage averages with decay min(ema, (1 + t) / (10 + t)), as TensorFlow's moving averages do: a
-    # fixed 0.995 remembers ~200 steps, so a stage of 50 steps would evaluate mostly its starting weights.
+    # The t-th step of a stage (t = 1, 2, …) averages with decay min(ema, t / (9 + t)), as TensorFlow's moving
+    # averages do: a fixed 0.995 remembers ~200 steps, so a stage of 50 steps would evaluate mostly its start.
     ema_warmup: bool = True  # ramp the EMA's decay up over the first steps of each stage (False = fixed decay)
     batch_size: int = 128  # images per step (paper 002 sec. 4.1: 128); the other data settings are the prior's
     inr: INRConfig = field(default_factory=INRConfig)
@@ -253,6 +253,14 @@ class MorphConfig:
         _require(self.batch_size >= 1, f"batch_size must be ≥ 1; got {self.batch_size}.")
 
 
+# quick and full metamorphose the last three non-projection blocks of ResNet-20 before its final one (the
+# multi-block setting; `all` reaches back to layer1 and costs twice as much per step on a CPU). They train for
+# far fewer steps than the paper's 50 epochs per stage, so α and the tail get larger learning rates: Adam moves
+# a parameter by about lr per step, and α must be able to travel from 0 to O(1) within a stage.
+_CPU_MORPH = {"setting": "layer2.1,layer2.2,layer3.1", "inr": {"hidden": 128, "depth": 4}, "train_images": 12800,
+              "val_images": 2000, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2, "tail_lr": 1e-3,
+              "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.5}}
+
 # Each profile maps a config SECTION to nested overrides of the dataclass defaults.
 PROFILES: dict[str, dict[str, dict]] = {
     "smoke": {
@@ -270,24 +278,16 @@ PROFILES: dict[str, dict[str, dict]] = {
             "optim": {"epochs": 1, "lr": 3e-3, "warmup_epochs": 0.2}, "runtime": {"progress": False},
         },
     },
-    # quick and full metamorphose the last three non-projection blocks of ResNet-20 before its final one (the
-    # multi-block setting; `all` reaches back to layer1 and costs twice as much per step on a CPU). They train for
-    # far fewer steps than the paper's 50 epochs per stage, so α and the tail get larger learning rates: Adam moves
-    # a parameter by about lr per step, and α must be able to travel from 0 to O(1) within a stage.
     "quick": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
-        "morph": {"setting": "layer2.1,layer2.2,layer3.1", "inr": {"hidden": 128, "depth": 4}, "k_samples": 5,
-                  "train_images": 12800, "val_images": 2000, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2,
-                  "tail_lr": 1e-3, "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.5}},
+        "morph": {**_CPU_MORPH, "k_samples": 5},
     },
-    # full is what the 3-hour CPU budget of issue 5 allows: 13 metamorphic runs (HTTY and NeuMeta × 3 seeds, 5
-    # ablations, a block sweep) at quick's per-run budget (~6 min each on 2 cores), K = 20 for the final curve. Its
-    # prior is quick's (identical settings, so a full run resumes from a quick run's prior checkpoint when copied).
+    # full is what the 3-hour CPU budget of issue 5 allows: 14 metamorphic runs (HTTY and NeuMeta × 3 seeds, 5
+    # ablations, a block sweep, HTTY ×3 epochs) at quick's per-run budget (~6 min each on 2 cores), K = 20 for the
+    # final curve. Its prior is quick's (identical settings: a full run resumes from a quick run's prior checkpoint).
     "full": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
-        "morph": {"setting": "layer2.1,layer2.2,layer3.1", "inr": {"hidden": 128, "depth": 4}, "k_samples": 20,
-                  "train_images": 12800, "val_images": 2000, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2,
-                  "tail_lr": 1e-3, "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.5}},
+        "morph": {**_CPU_MORPH, "k_samples": 20},
     },
     "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
         "prior": {

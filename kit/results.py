@@ -123,7 +123,7 @@ def block_report(net) -> dict[str, dict[str, float]]:
         for part in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
             w, t = weights[f"{block}.{part}"].float(), targets[f"{block}.{part}"].float()
             row[f"error {part}"] = float((w - t).norm() / t.norm())
-        w2, t2 = weights[f"{block}.conv2.weight"].float(), targets[f"{block}.conv2.weight"].float()
-        row["branch scale"] = float(abs(alpha) * w2.norm() / t2.norm())
+            if part == "conv2.weight":
+                row["branch scale"] = float(abs(alpha) * w.norm() / t.norm())
         out[block] = row
     return out
