@@ -226,8 +226,10 @@ def _summary(args) -> None:
             print(f"seen → between drop, {name}: {100 * d:.2f} points")
     print("\ngenerated blocks at γ = 0 (α; branch scale ‖α·W2‖/‖W2*‖; relative error of conv2's kernel):")
     for variant, record in runs.items():
+        report = record.get("block_report")  # recorded by notebook 03; older runs: computed from their checkpoint
         path = Path(record.get("checkpoint", ""))
-        if path.is_file():
+        if report is None and path.is_file():
             report = results.block_report(metamorph.load(path)[0])
+        if report is not None:
             print(f"  {variant}: " + "; ".join(f"{b} α {r['alpha']:.3f} scale {r['branch scale']:.3f} error "
                                                 f"{r['error conv2.weight']:.2f}" for b, r in report.items()))
