@@ -35,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default results/<profile>-<dataset>)")
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers, e.g. --only 01")
     p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell (default: no limit)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="seeds of each HTTY/NeuMeta run of notebook 03 (default: 3 in full and paper, else 1)")
+    p.add_argument("--force", action="store_true", help="rerun every notebook, even those already up to date")
 
     p = sub.add_parser("train-prior", help="train the prior ResNet (what notebook 01 does)")
     _common(p)
@@ -112,8 +115,11 @@ def _dispatch(args) -> int:
         from kit import config as C
         dataset = args.dataset or C.build(C.PriorConfig, args.profile).data.name  # the profile's by default
         out = Path(args.out or f"results/{args.profile}-{dataset}").resolve()
-        records = pipeline.run(args.profile, args.dataset, out, args.device, args.seed, args.only, timeout=args.timeout)
-        print(f"pipeline finished: {len(records)} notebook(s) in {sum(r['seconds'] for r in records):.0f} s -> {out}")
+        records = pipeline.run(args.profile, args.dataset, out, args.device, args.seed, args.only, timeout=args.timeout,
+                               seeds=args.seeds, force=args.force)
+        skipped = sum(r["status"] == "skipped" for r in records)
+        print(f"pipeline finished: {len(records)} run(s), {skipped} up to date and skipped, "
+              f"in {sum(r['seconds'] for r in records):.0f} s -> {out}")
     elif args.command == "train-prior":
         from kit import config as C
         from kit import io, train

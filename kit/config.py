@@ -7,7 +7,7 @@ A config is built from a named profile plus explicit overrides, never from loose
 Unknown keys, wrong types and unknown profiles stop with one sentence naming the problem.
 Profiles (`PROFILES`):
   smoke  seconds on a CPU; what the tests and the notebook smoke runs use
-  quick  the default main job (`make run`): the whole pipeline in under 25 minutes on 2 CPU cores
+  quick  the default main job (`make run`): the whole pipeline (01 → 05) in under 25 minutes on 2 CPU cores
   full   a real Fashion-MNIST reproduction: CPU hours, GPU minutes
   paper  the papers' CIFAR-100 ResNet-56 settings (HTTY paper 000 sec. 4.1), for a GPU
 """
@@ -56,11 +56,15 @@ class DataConfig:
 class ModelConfig:
     depth: int = 20  # CIFAR ResNet depth, 6n+2 (8, 20, 32, 44, 56, 110): n blocks per stage
     width: int = 16  # channels of the first stage; the three stages have width·(1, 2, 4)
+    hidden: dict[str, int] = field(default_factory=dict)  # inner width (channels) of named blocks, e.g.
+    # {'layer3.1': 32}: the individually trained baselines of notebook 04; {} = every block at its stage's width
 
     def __post_init__(self):
         _require(self.depth >= 8 and (self.depth - 2) % 6 == 0,
                  f"ResNet depth must be 6n+2 with n ≥ 1 (8, 20, 32, 44, 56, 110, …); got {self.depth}.")
         _require(self.width >= 1, f"model.width must be a positive integer; got {self.width}.")
+        bad = next((b for b, h in self.hidden.items() if h < 1), None)
+        _require(bad is None, f"model.hidden[{bad!r}] must be a positive number of channels.")
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -253,6 +257,41 @@ class MorphConfig:
         _require(self.batch_size >= 1, f"batch_size must be ≥ 1; got {self.batch_size}.")
 
 
+PRUNE_CRITERIA = ("random", "l1", "l2", "taylor", "hessian")  # kit.prune's importance criteria
+
+
+@dataclass
+class BaselineConfig:
+    """The baselines of notebook 04 (paper 000 sec. 4.2): networks individually trained at h(γ), and the prior
+    with its metamorphic blocks' hidden channels pruned to h(γ) by each structured-pruning criterion."""
+
+    SECTION: ClassVar[str] = "baseline"
+    profile: str = "quick"  # name of the profile these values started from (recorded, not used)
+    seed: int = 0  # seeds the individual networks' training and the random criterion's draw
+    setting: str = "last_block"  # the metamorphic blocks whose hidden widths change (as notebook 03's `setting`)
+    individual_gammas: list[float] = field(default_factory=lambda: [0.25, 0.5])  # γ > 0 trained from scratch
+    # with the prior's recipe (γ = 0 is the prior itself: same architecture, recipe and seed, so not retrained)
+    prune_gammas: list[float] = field(default_factory=lambda: [0.125, 0.25, 0.375, 0.5, 0.625, 0.75])  # γ ≥ 0 pruned
+    criteria: list[str] = field(default_factory=lambda: list(PRUNE_CRITERIA))  # importance criteria compared
+    calibration_images: int = 1280  # training images whose gradients score 'taylor' and 'hessian' (NeuMeta: 10×128)
+    finetune_epochs: int = 0  # epochs of fine-tuning each pruned network (0 = none, as the papers report)
+    finetune_lr: float = 0.01  # peak SGD learning rate of the fine-tune (cosine to 0, no warm-up)
+    finetune_images: int = 0  # class-balanced subset of the training split the fine-tune sees (0 = all of it)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.criteria) - set(PRUNE_CRITERIA))
+        _require(not unknown, f"Unknown pruning criterion {unknown[0]!r}; choose from {', '.join(PRUNE_CRITERIA)}."
+                 if unknown else "")
+        _require(all(0 < g < 1 for g in self.individual_gammas),
+                 f"individual_gammas must lie in (0, 1) (γ = 0 is the prior); got {self.individual_gammas}.")
+        _require(all(0 <= g < 1 for g in self.prune_gammas),
+                 f"prune_gammas must lie in [0, 1): pruning only removes channels; got {self.prune_gammas}.")
+        _require(self.calibration_images >= 1 and self.finetune_epochs >= 0 and self.finetune_images >= 0,
+                 "calibration_images must be ≥ 1 and finetune_epochs, finetune_images ≥ 0.")
+        _require(self.finetune_lr > 0, f"finetune_lr must be > 0; got {self.finetune_lr}.")
+
+
 # quick and full metamorphose the last three non-projection blocks of ResNet-20 before its final one (the
 # multi-block setting; `all` reaches back to layer1 and costs twice as much per step on a CPU). They train for
 # far fewer steps than the paper's 50 epochs per stage, so α and the tail get larger learning rates: Adam moves
@@ -277,17 +316,28 @@ PROFILES: dict[str, dict[str, dict]] = {
             "tail_lr": 1e-3, "gammas_eval": [-0.25, 0.0, 0.25, 0.3125, 0.5, 0.75],
             "optim": {"epochs": 1, "lr": 3e-3, "warmup_epochs": 0.2}, "runtime": {"progress": False},
         },
+        "baseline": {"setting": "layer1.0,layer2.0", "individual_gammas": [0.5], "prune_gammas": [0.25, 0.5],
+                     "calibration_images": 64, "finetune_epochs": 1, "finetune_images": 256,
+                     "runtime": {"progress": False}},
     },
+    # quick fits the whole pipeline (01 → 05) in 25 minutes on 2 cores: its prior and the individually trained
+    # baselines see a class-balanced 20,000 of the training images, every notebook tests on a class-balanced 5,000
+    # of the 10,000 test images (standard error ≈ 0.4 points at 90%), and one γ is trained individually.
     "quick": {
-        "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
+        "prior": {"data": {"train_limit": 20000, "test_limit": 5000}, "model": {"depth": 20, "width": 16},
+                  "optim": {"epochs": 4}},
         "morph": {**_CPU_MORPH, "k_samples": 5},
+        "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.5]},
     },
-    # full is what the 3-hour CPU budget of issue 5 allows: 14 metamorphic runs (HTTY and NeuMeta × 3 seeds, 5
-    # ablations, a block sweep, HTTY ×3 epochs) at quick's per-run budget (~6 min each on 2 cores), K = 20 for the
-    # final curve. Its prior is quick's (identical settings: a full run resumes from a quick run's prior checkpoint).
+    # full is what a 3-hour CPU budget allows: 14 metamorphic runs (HTTY and NeuMeta × 3 seeds, 5 ablations, a
+    # block sweep, HTTY ×3 epochs) at quick's per-run budget (~6 min each on 2 cores), K = 20 for the final curve,
+    # a prior on the whole training split (4 epochs), four individually trained widths and fine-tuned pruning.
     "full": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
         "morph": {**_CPU_MORPH, "k_samples": 20},
+        "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.25, 0.265625, 0.5, 0.75],
+                     "prune_gammas": [0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75], "finetune_epochs": 1,
+                     "finetune_images": 12800},
     },
     "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
         "prior": {
@@ -298,6 +348,8 @@ PROFILES: dict[str, dict[str, dict]] = {
         # paper 000 sec. 4.1: layer3 blocks 1…7, INR 8×512 ELU, 50 epochs per stage after 20 of warm-up, K = 100
         # (its positional frequency 32 is beyond float32 resolution; 16 is the most that carries information)
         "morph": {"setting": "last_stage", "inr": {"hidden": 512, "depth": 8, "num_freqs": 16}, "k_samples": 100},
+        "baseline": {"setting": "last_stage", "individual_gammas": [0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75],
+                     "prune_gammas": [0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75]},
     },
 }
 
@@ -353,6 +405,11 @@ def _check(hint, value, key: str):
             return None
         hint = next(a for a in args if a is not type(None))
         origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise KitError(f"Config key {key!r} must be a mapping, got {value!r}.")
+        key_type, item = typing.get_args(hint)
+        return {_check(key_type, k, f"{key} key"): _check(item, v, f"{key}[{k!r}]") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise KitError(f"Config key {key!r} must be a list, got {value!r}.")

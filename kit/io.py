@@ -66,6 +66,11 @@ def read_json(path: str | Path, what: str = "record") -> Any:
     return json.loads(path.read_text())
 
 
+def write_text(text: str, path: str | Path) -> Path:
+    """A UTF-8 text file (Markdown, LaTeX), written atomically."""
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """A CSV with one row per dict (columns from the first row), written atomically."""
     import csv
@@ -98,10 +103,13 @@ def write_metrics(out_dir: str | Path, metrics: dict, config=None, **extra) -> P
 
     from kit.runtime import provenance
 
-    record = dict(metrics)
+    record, device = dict(metrics), None
     if config is not None:
         record["config"] = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         record["seed"] = record["config"].get("seed")
+        if "device" in record["config"].get("runtime", {}):  # the device the run used, e.g. for cost columns
+            from kit.runtime import pick_device
+            device = pick_device(record["config"]["runtime"]["device"])
     record.update(extra)
-    record["provenance"] = provenance()
+    record["provenance"] = provenance(device)
     return write_json(record, Path(out_dir) / "metrics.json")

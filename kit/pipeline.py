@@ -1,20 +1,35 @@
-"""Runs the numbered notebooks headlessly with papermill, in order of their number.
+"""Runs the numbered notebooks headlessly with papermill, in order of their number, resuming where it stopped.
 
-    python -m kit pipeline --profile quick --dataset fashion-mnist --out results/<run>
+    python -m kit pipeline --profile quick --dataset fashion-mnist --out results/<run> [--seeds N] [--force]
 
 Each notebook `notebooks/NN_name.ipynb` is executed into `results/<run>/NN_name/NN_name.ipynb`
 (the executed notebook is the lab record) and writes its artifacts beside it. A notebook gets,
 among PROFILE, DATASET, SEED, DEVICE, OUT_DIR (its own folder) and RUN_DIR (the run's folder),
 those it declares in its `parameters` cell. A notebook with `variants` runs once per variant, each into its own
-sub-folder (notebook 03: HTTY and NeuMeta, and in `full`/`paper` seeds, ablations and the block-count sweep,
-into `03_incremental_metamorphosis/<variant>/`). Cell output streams to the terminal; the first failing
-notebook stops the run with its name and cell. `pipeline.json` in the run folder records what ran.
+sub-folder (notebook 03: HTTY and NeuMeta, and in `full`/`paper` ablations, the block-count sweep and 3× epochs,
+into `03_incremental_metamorphosis/<variant>/`). `--seeds N` runs HTTY and NeuMeta over seeds SEED … SEED+N−1
+(into `htty-s<seed>/` etc. when N > 1); by default 3 in `full`/`paper` and 1 elsewhere; the other rows run once.
+
+Skip-if-complete: a run that succeeds leaves `.pipeline-stamp.json` in its folder (its parameters, the sha256 of
+its notebook, a fresh id, the ids of its upstream runs' stamps, the finish time). A later invocation skips a run
+whose stamp still matches: same parameters, same notebook source, its metrics.json present, and the same stamp ids
+for every run of every lower-numbered notebook (notebook 03's variants do not depend on one another). So an
+interrupted or re-invoked pipeline resumes where it stopped, and rerunning notebook 01 reruns everything after it;
+with `--only`, the upstream stamps are those on disk. A run's stamp is deleted before it executes, so a failure
+never passes for completion. `--force` reruns everything.
+
+Cell output streams to the terminal; the first failing run stops the pipeline with its name and cell.
+`pipeline.json` in the run folder records each run: status ok, skipped (seconds 0) or failed.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import sys
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kit import io
@@ -22,29 +37,36 @@ from kit.errors import KitError
 from kit.runtime import PROJECT_ROOT, provenance
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
+STAMP = ".pipeline-stamp.json"  # hidden: results.morph_runs and friends glob for metrics.json, not for this
 _NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
-SEEDS = {"full": 3, "paper": 3}  # seeds of HTTY and NeuMeta per profile (1 elsewhere); ablation rows run one
+SEEDS = {"full": 3, "paper": 3}  # default seeds of HTTY and NeuMeta per profile (1 elsewhere); ablation rows run one
 
 
-def variants(stem: str, profile: str, seed: int = 0) -> list[tuple[str, dict]]:
+def variants(stem: str, profile: str, seed: int = 0, seeds: int | None = None) -> list[tuple[str, dict]]:
     """[(sub-folder, extra parameters)]: the runs the pipeline makes of a notebook ([('', {})]: one, in its folder).
 
-    Notebook 03 runs HTTY and NeuMeta; in `full` and `paper` each over SEEDS seeds, plus one run per ablation row
-    of paper 000 Table 1, NeuMeta on the first k metamorphic blocks for every smaller k (the Fig. 4 sweep; HTTY's
-    own stages give its curve) and HTTY with 3× the epochs (Fig. 6's extended training)."""
+    Notebook 03 runs HTTY and NeuMeta over `seeds` seeds (None: SEEDS's default for the profile), both on the
+    setting's first block alone (paper 000 Table 2), plus, in `full` and `paper`, NeuMeta on the first k metamorphic
+    blocks for every smaller k (the Fig. 4 sweep; HTTY's own stages give its curve), one run per ablation row of
+    paper 000 Table 1 and HTTY with 3× the epochs (Fig. 6)."""
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise KitError(f"The number of seeds must be an integer ≥ 1; got {seeds!r}.")
     if stem != "03_incremental_metamorphosis":
         return [("", {})]
     from kit import config as C
     from kit import metamorph, models
-    seeds = SEEDS.get(profile, 1)
+    seeds = SEEDS.get(profile, 1) if seeds is None else seeds
     tag = (lambda s: f"-s{s}") if seeds > 1 else (lambda s: "")
     runs = [(f"{m}{tag(seed + i)}", {"METHOD": m, "SEED": seed + i}) for m in ("htty", "neumeta") for i in range(seeds)]
+    prior, morph = C.build(C.PriorConfig, profile), C.build(C.MorphConfig, profile)
+    with_blocks = metamorph.blocks_for(models.resnet(prior.model.depth, prior.model.width), morph.setting)
+    sweep = range(1, len(with_blocks)) if profile in SEEDS else [1][:len(with_blocks) - 1]  # k < all blocks
+    # one block (paper 000 Table 2) in every profile; HTTY's stages give its Fig. 4 curve, NeuMeta sweeps k
+    runs.append(("htty-blocks1", {"METHOD": "htty", "SETTING": f"{morph.setting}:1", "SEED": seed}))
+    runs += [(f"neumeta-blocks{k}", {"METHOD": "neumeta", "SETTING": f"{morph.setting}:{k}", "SEED": seed})
+             for k in sweep]
     if profile in SEEDS:
         runs += [(f"htty-no-{a}", {"METHOD": "htty", "ABLATION": a, "SEED": seed}) for a in C.ABLATIONS if a != "none"]
-        prior, morph = C.build(C.PriorConfig, profile), C.build(C.MorphConfig, profile)
-        with_blocks = metamorph.blocks_for(models.resnet(prior.model.depth, prior.model.width), morph.setting)
-        runs += [(f"neumeta-blocks{k}", {"METHOD": "neumeta", "SETTING": f"{morph.setting}:{k}", "SEED": seed})
-                 for k in range(1, len(with_blocks))]
         runs.append(("htty-x3", {"METHOD": "htty", "EPOCH_SCALE": 3, "SEED": seed}))
     return runs
 
@@ -59,9 +81,12 @@ def discover(folder: str | Path = NOTEBOOKS) -> list[Path]:
 
 def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "results/quick",
         device: str = "auto", seed: int = 0, only: list[str] | None = None,
-        folder: str | Path = NOTEBOOKS, timeout: int | None = None) -> list[dict]:
-    """Execute the numbered notebooks (or those whose number is in `only`); returns one record each.
-    dataset=None leaves each notebook on its profile's dataset (e.g. CIFAR-100 for `paper`)."""
+        folder: str | Path = NOTEBOOKS, timeout: int | None = None, seeds: int | None = None,
+        force: bool = False) -> list[dict]:
+    """Execute the numbered notebooks (or those whose number is in `only`), skipping the runs whose stamp says
+    they are up to date unless `force`; returns one record per run.
+    dataset=None leaves each notebook on its profile's dataset (e.g. CIFAR-100 for `paper`);
+    seeds=None runs HTTY and NeuMeta over the profile's default number of seeds (SEEDS)."""
     import nbclient.exceptions as nbx
     import papermill as pm  # imported here: `import kit` stays light
 
@@ -69,31 +94,45 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
     from kit.runtime import pick_device
     C.build(C.PriorConfig, profile, {"data.name": dataset, "runtime.device": device})  # names checked before any work
     pick_device(device)
-    out = Path(out).resolve()
+    out = Path(out).resolve()  # OUT_DIR and RUN_DIR are absolute, so stamps match however `out` is spelled
     notebooks = discover(folder)
-    if only:
-        notebooks = [p for p in notebooks if p.name[:2] in only]
-        if not notebooks:
-            raise KitError(f"No notebook numbered {', '.join(only)} in {folder}.")
+    if only and not any(p.name[:2] in only for p in notebooks):
+        raise KitError(f"No notebook numbered {', '.join(only)} in {folder}.")
+    every = [(nb, sub, extra) for nb in notebooks for sub, extra in variants(nb.stem, profile, seed, seeds)]
+    runs = [r for r in every if not only or r[0].name[:2] in only]  # `every` still names the upstream runs
+    header = {"profile": profile, "dataset": dataset, "seed": seed,
+              "seeds": SEEDS.get(profile, 1) if seeds is None else seeds, "device": device, "force": force}
     offered = {"PROFILE": profile, "DATASET": dataset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(out)}
     records: list[dict] = []
-    runs = [(nb, sub, extra) for nb in notebooks for sub, extra in variants(nb.stem, profile, seed)]
     for i, (notebook, sub, extra) in enumerate(runs, 1):
-        name = f"{notebook.stem}/{sub}" if sub else notebook.stem
+        name = _name(notebook, sub)
         nb_out = out / name
+        executed = nb_out / notebook.name
         declared = pm.inspect_notebook(str(notebook))
         params = {k: v for k, v in {**offered, **extra, "OUT_DIR": str(nb_out)}.items() if k in declared}
+        upstream = {_name(nb, s): (_read_stamp(out / _name(nb, s)) or {}).get("id")
+                    for nb, s, _ in every if int(nb.name[:2]) < int(notebook.name[:2])}
+        wanted = {"parameters": json.loads(json.dumps(params)), "notebook_sha256": _sha256(notebook),
+                  "upstream": upstream}  # JSON round trip: what the stamp will hold (tuples become lists, …)
+        stamp = None if force else _read_stamp(nb_out)
+        if stamp and all(stamp.get(k) == v for k, v in wanted.items()) and (nb_out / "metrics.json").is_file():
+            records.append({"notebook": name, "status": "skipped", "seconds": 0,
+                            "parameters": stamp["parameters"], "executed": str(executed)})
+            _write_summary(out, header, records)
+            print(f"[pipeline {i}/{len(runs)}] {name} up to date, skipped", flush=True)
+            continue
         print(f"[pipeline {i}/{len(runs)}] {name}  ({', '.join(f'{k}={v}' for k, v in params.items())})", flush=True)
-        executed = nb_out / notebook.name
         nb_out.mkdir(parents=True, exist_ok=True)
+        (nb_out / STAMP).unlink(missing_ok=True)  # until it succeeds again, this run is not complete
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
                                 kernel_name="python3", progress_bar=False, log_output=False,
                                 stdout_file=sys.stdout, stderr_file=sys.stderr, execution_timeout=timeout)
         except (nbx.CellTimeoutError, nbx.DeadKernelError, pm.PapermillExecutionError) as err:
-            records.append({"notebook": name, "status": "failed", "seconds": time.perf_counter() - t0})
-            _write_summary(out, profile, dataset, seed, device, records)
+            records.append({"notebook": name, "status": "failed", "seconds": round(time.perf_counter() - t0, 1),
+                            "parameters": params, "executed": str(executed)})
+            _write_summary(out, header, records)
             if isinstance(err, pm.PapermillExecutionError):
                 cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
                 lines = (err.source or "").strip().splitlines()
@@ -103,11 +142,31 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
                                      else "its kernel died (out of memory?)")
             raise KitError(f"Notebook {name} {why}; the executed notebook is {executed}.") from None
         seconds = time.perf_counter() - t0
+        io.write_json({**wanted, "id": uuid.uuid4().hex,
+                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}, nb_out / STAMP)
         records.append({"notebook": name, "status": "ok", "seconds": round(seconds, 1),
                         "parameters": params, "executed": str(executed)})
-        _write_summary(out, profile, dataset, seed, device, records)
+        _write_summary(out, header, records)
         print(f"[pipeline {i}/{len(runs)}] {name} done in {seconds:.0f} s -> {nb_out}", flush=True)
     return records
+
+
+def _name(notebook: Path, sub: str) -> str:
+    """A run's name and its folder relative to the run folder: NN_name or NN_name/<variant>."""
+    return f"{notebook.stem}/{sub}" if sub else notebook.stem
+
+
+def _read_stamp(folder: Path) -> dict | None:
+    """The stamp a successful run left in `folder`; None when there is none or it cannot be read (rerun it)."""
+    try:
+        stamp = json.loads((folder / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) and "id" in stamp else None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _parameters_cell(notebook: Path) -> int:
@@ -117,6 +176,5 @@ def _parameters_cell(notebook: Path) -> int:
     return next((i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])), -1)
 
 
-def _write_summary(out: Path, profile, dataset, seed, device, records) -> None:
-    io.write_json({"profile": profile, "dataset": dataset, "seed": seed, "device": device,
-                   "notebooks": records, "provenance": provenance()}, out / "pipeline.json")
+def _write_summary(out: Path, header: dict, records: list[dict]) -> None:
+    io.write_json({**header, "notebooks": records, "provenance": provenance()}, out / "pipeline.json")

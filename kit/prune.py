@@ -52,45 +52,68 @@ def importance(criterion: str):
             "hessian": lambda: HessianImportance(group_reduction="first")}[criterion]()
 
 
-def _gradients(model: nn.Module, imp, criterion: str, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Fill what a gradient criterion reads: ∂L/∂w of the batch (Taylor) or per-sample g² (Hessian)."""
+def _gradients(model: nn.Module, imp, criterion: str, images: torch.Tensor, labels: torch.Tensor,
+               batch_size: int) -> None:
+    """Fill what a gradient criterion reads, over every image in chunks of `batch_size`: ∂L/∂w of the mean loss
+    (Taylor) or the mean per-sample g² (Hessian, one backward pass per image as OBD needs)."""
     model.zero_grad(set_to_none=True)
-    if criterion == "taylor":
-        F.cross_entropy(model(images), labels).backward()
-    elif criterion == "hessian":
+    if criterion == "hessian":
         imp.zero_grad()
-        losses = F.cross_entropy(model(images), labels, reduction="none")  # (B,)
-        for i, loss in enumerate(losses):
-            model.zero_grad(set_to_none=True)
-            loss.backward(retain_graph=i < len(losses) - 1)
-            imp.accumulate_grad(model)
+    for start in range(0, len(images), batch_size):
+        x, y = images[start:start + batch_size], labels[start:start + batch_size]  # (b, C, H, W), (b,)
+        if criterion == "taylor":  # gradients add up over chunks, each weighted by its share of the images
+            (F.cross_entropy(model(x), y) * (len(y) / len(labels))).backward()
+        elif criterion == "hessian":
+            losses = F.cross_entropy(model(x), y, reduction="none")  # (b,)
+            for i, loss in enumerate(losses):
+                model.zero_grad(set_to_none=True)
+                loss.backward(retain_graph=i < len(losses) - 1)
+                imp.accumulate_grad(model)
 
 
-def prune_blocks(model: nn.Module, blocks: list[str], gamma: float, criterion: str, images: torch.Tensor,
-                 labels: torch.Tensor | None = None, seed: int = 0) -> nn.Module:
-    """A copy of `model` (a `kit.models.ResNet` with BatchNorm) with each block's hidden width cut to h(γ), the
-    channels kept by `criterion`. `images` (B, C, H, W) trace the graph and, with `labels` (B,), give the
-    gradients of 'taylor' and 'hessian' (B backward passes for 'hessian')."""
+def block_scores(model: nn.Module, blocks: list[str], criterion: str, images: torch.Tensor,
+                 labels: torch.Tensor | None = None, seed: int = 0, batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """{block: importance of each of its hidden channels (hidden,)} under `criterion`. `images` (B, C, H, W)
+    trace the graph and, with `labels` (B,), give the gradients of 'taylor' and 'hessian'. Scores do not depend
+    on γ: compute them once and prune to every γ with `prune_to`."""
     imp = importance(criterion)
     if criterion in ("taylor", "hessian") and labels is None:
         raise KitError(f"The {criterion} criterion needs labelled images to compute gradients; pass labels.")
     model = copy.deepcopy(model).eval()
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=images[:1])
-    _gradients(model, imp, criterion, images, labels)
-    removals = []
+    if labels is not None:
+        _gradients(model, imp, criterion, images, labels, batch_size)
+    scores = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the random criterion's draw
         for name in blocks:
             conv1 = model.get_submodule(f"{name}.conv1")
-            keep = metamorph.width(gamma, conv1.out_channels)
-            if keep > conv1.out_channels:
-                raise KitError(f"γ = {gamma} widens {name} ({conv1.out_channels} → {keep} channels); pruning only "
-                               "removes channels, so use γ ≥ 0.")
             group = graph.get_pruning_group(conv1, tp.prune_conv_out_channels, idxs=list(range(conv1.out_channels)))
-            scores = imp(group)  # (hidden,): every score first, so no pruning changes another block's
-            removals.append((conv1, scores.argsort()[: conv1.out_channels - keep].tolist()))
-    for conv1, drop in removals:
-        if drop:
+            scores[name] = imp(group).detach().clone()  # (hidden,)
+    return scores
+
+
+def prune_to(model: nn.Module, scores: dict[str, torch.Tensor], gamma: float, example: torch.Tensor) -> nn.Module:
+    """A copy of `model` with each block of `scores` cut to h(γ) hidden channels, the highest-scoring kept;
+    `example` (1+, C, H, W) traces the dependency graph."""
+    model = copy.deepcopy(model).eval()
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example[:1])
+    for name, score in scores.items():
+        conv1 = model.get_submodule(f"{name}.conv1")
+        keep = metamorph.width(gamma, conv1.out_channels)
+        if keep > conv1.out_channels:
+            raise KitError(f"γ = {gamma} widens {name} ({conv1.out_channels} → {keep} channels); pruning only "
+                           "removes channels, so use γ ≥ 0.")
+        drop = score.argsort()[: conv1.out_channels - keep].tolist()
+        if drop:  # each block's own group: pruning one block leaves the others' channels and scores valid
             graph.get_pruning_group(conv1, tp.prune_conv_out_channels, idxs=drop).prune()
-    model.zero_grad(set_to_none=True)
     return model
+
+
+def prune_blocks(model: nn.Module, blocks: list[str], gamma: float, criterion: str, images: torch.Tensor,
+                 labels: torch.Tensor | None = None, seed: int = 0) -> nn.Module:
+    """A copy of `model` (a `kit.models.ResNet` with BatchNorm) with each block's hidden width cut to h(γ), the
+    channels kept by `criterion` (scores from `images` and `labels`, see `block_scores`)."""
+    if gamma < 0:
+        raise KitError(f"γ = {gamma} widens the blocks; pruning only removes channels, so use γ ≥ 0.")
+    return prune_to(model, block_scores(model, blocks, criterion, images, labels, seed), gamma, images)

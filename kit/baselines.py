@@ -1,0 +1,175 @@
+"""The baselines of paper 000 sec. 4.2 (notebook 04): individually trained networks and structured pruning.
+
+**Individual.** For each γ, the prior's architecture with the metamorphic blocks' hidden widths set to h(γ)
+(`kit.metamorph.width`, the width notebook 03 builds), trained from scratch by `kit.train.train_prior` with the
+prior's own config (recipe, data, limits) — the one training loop, nothing copied. Its wall time is the "Train
+Cost" of paper 000 Tables 1–2, where the Individual row sums it over the γ trained. γ = 0 is the prior itself
+(same architecture, recipe and seed), so it is read from notebook 01, not retrained.
+
+**Pruning.** `kit.prune` scores the blocks' hidden channels once per criterion (random, L1, L2, Taylor, Hessian)
+on the prior, then cuts them to h(γ) for every γ, without fine-tuning as the papers report; with
+`finetune_epochs` > 0 each pruned network is also fine-tuned by the shared loop (SGD, cosine, no warm-up).
+
+Every result is a row of one tidy table (`FIELDS`: one row per method × γ × seed). Rows are kept in
+out_dir/rows.json, written atomically after each one, each with a fingerprint of what produced it, so an
+interrupted notebook resumes and a changed setting recomputes exactly the rows it affects.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from kit import config as C
+from kit import data as D
+from kit import io, metamorph, models, permute, prune, train
+from kit.errors import KitError
+from kit.runtime import pick_device, seed_everything
+
+FIELDS = ("method", "family", "criterion", "finetuned", "gamma", "seed", "accuracy", "parameters", "macs",
+          "train_seconds", "widths")  # the tidy CSV's columns
+# family: 'individual' or 'pruning'; train_seconds: training (individual) or fine-tuning (pruning) wall time
+
+
+def reference_widths(prior: models.ResNet) -> dict[str, int]:
+    """{block: hidden width} of every block of the prior."""
+    return {name: block.hidden for name, block in prior.blocks()}
+
+
+def individual_config(prior_cfg: C.PriorConfig, prior: models.ResNet, blocks: list[str], gamma: float,
+                      seed: int) -> C.PriorConfig:
+    """The prior's config with `blocks` at hidden width h(γ) and `seed`: the recipe of one individual network."""
+    widths = reference_widths(prior)
+    hidden = {b: metamorph.width(gamma, widths[b]) for b in blocks}
+    return dataclasses.replace(prior_cfg, seed=seed, model=dataclasses.replace(prior_cfg.model, hidden=hidden))
+
+
+def prior_row(record: dict, prior: models.ResNet, blocks: list[str]) -> dict:
+    """The γ = 0 row of the Individual baseline: the prior of notebook 01 (`prior`, its prior.pt `record`)."""
+    m, widths = record["metrics"], reference_widths(prior)
+    return _row("individual", "individual", "", False, 0.0, record["config"]["seed"], m["test_accuracy"],
+                m["parameters"], m["macs"], m["seconds"], {b: widths[b] for b in blocks})
+
+
+def train_individual(prior_cfg: C.PriorConfig, prior: models.ResNet, blocks: list[str], gamma: float, seed: int,
+                     out_dir: str | Path) -> dict:
+    """Train (or resume, or reload when finished) the individual network at γ into out_dir/individual-γ/."""
+    cfg = individual_config(prior_cfg, prior, blocks, gamma, seed)
+    result = train.train_prior(cfg, Path(out_dir) / f"individual-{metamorph.gamma_key(gamma)}")
+    m = result.metrics
+    return _row("individual", "individual", "", False, gamma, seed, m["test_accuracy"], m["parameters"], m["macs"],
+                m["seconds"], dict(cfg.model.hidden))
+
+
+def calibration(data: D.Data, images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class-balanced draw of `images` normalised, unaugmented training images (N, C, H, W) and labels (N,)."""
+    split = data.splits["train"]
+    idx = D.balanced_order(split.labels.cpu(), torch.Generator().manual_seed(seed))[:images].to(split.labels.device)
+    return data.normalise(split.images[idx]), split.labels[idx]
+
+
+def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineConfig, blocks: list[str],
+               data: D.Data, out_dir: str | Path, done: dict[str, dict] | None = None,
+               on_row=None) -> list[dict]:
+    """Rows of every criterion × γ of `cfg` (and their fine-tuned versions when cfg.finetune_epochs > 0) for the
+    prior (with BatchNorm, as notebook 01 wrote it). `done` maps row keys to rows already computed with the same
+    fingerprint (they are reused); `on_row(key, row)` is called after each new row, e.g. to save it."""
+    done, rows = done or {}, []
+    device = pick_device(cfg.runtime.device)
+    images, labels = calibration(data, cfg.calibration_images, cfg.seed)
+    finetune_data = None
+    todo = [(c, g) for c in cfg.criteria for g in cfg.prune_gammas]
+    bar = tqdm(todo, desc="pruning", disable=not cfg.runtime.progress)
+    scores: dict[str, dict] = {}
+    for criterion, gamma in bar:
+        for finetuned in (False, True) if cfg.finetune_epochs else (False,):
+            key = row_key(f"prune-{criterion}" + ("+ft" if finetuned else ""), gamma, cfg.seed)
+            if key in done:
+                rows.append(done[key])
+                continue
+            if criterion not in scores:  # once per criterion: scores do not depend on γ
+                scores[criterion] = prune.block_scores(prior.to(device), blocks, criterion, images, labels, cfg.seed)
+            model = prune.prune_to(prior, scores[criterion], gamma, images)
+            seconds = 0.0
+            if finetuned:
+                if finetune_data is None:
+                    from kit.metatrain import load_data_for
+                    finetune_data = load_data_for(C.to_dict(prior_cfg), device, None, cfg.finetune_images, 0, cfg.seed)
+                model, seconds = finetune(model, finetune_data, cfg, Path(out_dir) / "finetune" / f"{key}.pt")
+            accuracy = train.evaluate(model, data, "test", cfg.runtime)["accuracy"]
+            model = model.to("cpu")
+            row = _row(key.split("@")[0], "pruning", criterion, finetuned, gamma, cfg.seed, accuracy,
+                       **models.cost(model, data.input_shape), train_seconds=seconds,
+                       widths={b: model.get_submodule(b).hidden for b in blocks})
+            rows.append(row)
+            if on_row is not None:
+                on_row(key, row)
+    return rows
+
+
+def finetune(model: nn.Module, data: D.Data, cfg: C.BaselineConfig, checkpoint: Path) -> tuple[nn.Module, float]:
+    """(the fine-tuned network selected on validation, seconds): cfg.finetune_epochs of SGD from cfg.finetune_lr
+    down a cosine to 0, through the shared loop (resumable from `checkpoint`)."""
+    optim = C.OptimConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0.0)
+    model = copy.deepcopy(model)
+    fingerprint = {"arch": model.arch, "optim": C.to_dict(optim), "images": cfg.finetune_images, "seed": cfg.seed,
+                   "start": permute.state_digest(model)}
+    result = train.fit(train.ClassifierTask(model), data, optim, cfg.runtime, checkpoint, seed_everything(cfg.seed),
+                       True, fingerprint, desc=checkpoint.stem, test_each_epoch=False)
+    model.load_state_dict(result.best_state)
+    return model.eval(), result.seconds
+
+
+def row_key(method: str, gamma: float, seed: int) -> str:
+    return f"{method}@{metamorph.gamma_key(gamma)}#s{seed}"
+
+
+def _row(method, family, criterion, finetuned, gamma, seed, accuracy, parameters, macs, train_seconds, widths) -> dict:
+    return dict(zip(FIELDS, (method, family, criterion, finetuned, float(gamma), seed, accuracy, parameters, macs,
+                             train_seconds, widths)))
+
+
+class RowStore:
+    """out_dir/rows.json: finished rows with the fingerprint of what produced them (written after every row)."""
+
+    def __init__(self, out_dir: str | Path, fingerprint: dict):
+        self.path, self.fingerprint = Path(out_dir) / "rows.json", json.loads(json.dumps(fingerprint))  # as read back
+        saved = io.read_json(self.path) if self.path.is_file() else {}
+        self.rows: dict[str, dict] = saved.get("rows", {}) if saved.get("fingerprint") == self.fingerprint else {}
+
+    def add(self, key: str, row: dict) -> None:
+        self.rows[key] = row
+        io.write_json({"fingerprint": self.fingerprint, "rows": self.rows}, self.path)
+
+
+def run(cfg: C.BaselineConfig, prior_path: str | Path, out_dir: str | Path) -> list[dict]:
+    """Every row of notebook 04: the prior (γ = 0), the individual networks, then pruning; resumable."""
+    out_dir = Path(out_dir)
+    prior, record = train.load_prior(prior_path)
+    prior_cfg = C.from_dict(C.PriorConfig, record["config"])
+    prior_cfg = dataclasses.replace(prior_cfg, runtime=cfg.runtime)
+    blocks = metamorph.blocks_for(prior, cfg.setting)
+    for gamma in {*cfg.individual_gammas, *cfg.prune_gammas}:
+        for b in blocks:
+            metamorph.width(gamma, reference_widths(prior)[b])  # every γ is checked before any work
+    if any(record["config"]["model"].get("hidden", {}).values()):
+        raise KitError(f"{prior_path} already has custom hidden widths; point notebook 04 at the prior of notebook 01.")
+    rows = [prior_row(record, prior, blocks)]
+    for gamma in tqdm(cfg.individual_gammas, desc="individual", disable=not cfg.runtime.progress):
+        rows.append(train_individual(prior_cfg, prior, blocks, gamma, cfg.seed, out_dir))
+    data = D.load(prior_cfg.data, pick_device(cfg.runtime.device), prior_cfg.seed)
+    fingerprint = {"prior": permute.state_digest(prior), "blocks": blocks, "calibration_images": cfg.calibration_images,
+                   "finetune": [cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_images]}
+    store = RowStore(out_dir, fingerprint)
+    rows += prune_rows(prior, prior_cfg, cfg, blocks, data, out_dir, store.rows, store.add)
+    return rows
+
+
+def write_csv(rows: list[dict], path: str | Path) -> Path:
+    """The tidy CSV of `rows` (FIELDS as columns; widths as JSON), written atomically."""
+    return io.write_csv([{**{k: r[k] for k in FIELDS}, "widths": json.dumps(r["widths"])} for r in rows], path)

@@ -1,0 +1,147 @@
+"""Paper 000's figures rebuilt from a run folder (notebook 05), numbered as in the paper.
+
+- Fig. 2/4 left, `blocks_sweep`: accuracy against the number of metamorphic blocks, NeuMeta against HTTY.
+- Fig. 2/4 right, `compression`: accuracy against γ and against parameter count for HTTY, NeuMeta, the five
+  pruning criteria (fine-tuned dashed, where run) and the individually trained networks.
+- Fig. 6, `dense_gamma`: accuracy over the whole evaluated γ range with the training pool shaded, seen and unseen
+  widths marked, normal against extended (×3 epochs) training where both were run.
+
+Each takes a `kit.report.RunRecords` and a setting and returns a matplotlib Figure; a missing input draws the
+figure's frame with a note saying what is missing and which notebook or profile would supply it.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from kit import plots, results
+from kit.metamorph import gamma_key
+from kit.report import RunRecords
+
+
+def note_figure(title: str, message: str) -> plt.Figure:
+    """An empty figure saying what is missing (so a partial run still yields every file)."""
+    plots.style()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=10)
+    ax.set_title(title)
+    return fig
+
+
+def _runs(run: RunRecords, setting: str, label: str) -> list[dict]:
+    return [r for r in run.morph.values() if r.get("setting") == setting and results.label(r) == label]
+
+
+def _mean_curve(rs: list[dict]) -> dict[str, float]:
+    """{γ: accuracy} averaged over seeds (γ every run has)."""
+    keys = [g for g in rs[0]["accuracy"] if all(g in r["accuracy"] for r in rs)]
+    return {g: sum(r["accuracy"][g] for r in rs) / len(rs) for g in keys}
+
+
+def blocks_sweep(run: RunRecords, setting: str | None) -> plt.Figure:
+    """Mean test accuracy over the selection γ against the number of metamorphic blocks. HTTY's points are its
+    own stages (stage k generates the first k blocks; K = k_select) and any one-block runs; NeuMeta's are runs on
+    the first k blocks (`<setting>:k`, the full profile's sweep) and the whole setting (K = k_samples)."""
+    title = "Fig. 4 (left): accuracy against the number of metamorphic blocks"
+    if setting is None or not run.morph:
+        return note_figure(title, "No metamorphic runs in this run folder: run notebook 03.")
+    curves: dict[str, dict[int, list[float]]] = {"htty": {}, "neumeta": {}}
+    for r in run.morph.values():
+        name = results.label(r)
+        if name not in curves or not (r["setting"] == setting or r["setting"].startswith(setting + ":")):
+            continue
+        select = [gamma_key(g) for g in r["config"]["select_gammas"]]
+        if name == "htty" and r["setting"] == setting:
+            for s in r["stages"]:
+                curves[name].setdefault(len(s["blocks"]), []).append(sum(s["test_accuracy"].values()) / len(s["test_accuracy"]))
+        elif name == "neumeta":
+            accs = [r["accuracy"][g] for g in select if g in r["accuracy"]]
+            if accs:
+                curves[name].setdefault(len(r["blocks"]), []).append(sum(accs) / len(accs))
+    if not any(curves.values()):
+        return note_figure(title, f"No HTTY or NeuMeta run on {setting} in this run folder.")
+    plots.style()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, points), color in zip(curves.items(), ("tab:blue", "tab:red")):
+        if points:
+            ks = sorted(points)
+            ax.plot(ks, [100 * sum(points[k]) / len(points[k]) for k in ks], marker="o", color=color,
+                    label={"htty": "HTTY (its stages)", "neumeta": "NeuMeta"}[name])
+    if run.prior:
+        ax.axhline(100 * run.prior["test_accuracy"], color="k", ls="--", lw=1, label="prior")
+    if len(curves["neumeta"]) < 2:
+        ax.text(0.02, 0.03, "NeuMeta on fewer blocks: not run here (the full profile runs the sweep)",
+                transform=ax.transAxes, fontsize=8, color="tab:red")
+    ax.set(xlabel="number of metamorphic blocks", ylabel="test accuracy (%), mean over the selection γ", title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def compression(run: RunRecords, setting: str | None) -> plt.Figure:
+    """Accuracy against γ (left) and against parameter count relative to the prior (right)."""
+    title = "Fig. 4 (right): HTTY against pruning and individually trained networks"
+    base = run.baselines if run.baselines and run.baselines.get("setting") == setting else None
+    htty = _runs(run, setting, "htty") if setting else []
+    if not htty and base is None:
+        return note_figure(title, "Neither HTTY runs (notebook 03) nor baselines (notebook 04) for this setting.")
+    plots.style()
+    fig, (ax_g, ax_p) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    prior_params = run.prior["parameters"] if run.prior else None
+    rel = (lambda p: 100 * p / prior_params) if prior_params else (lambda p: p / 1e3)
+
+    def draw(xs_g, xs_p, ys, **style):
+        ax_g.plot(xs_g, ys, **style)
+        ax_p.plot(xs_p, ys, **{**style, "label": None})
+
+    for name, color in (("htty", "tab:blue"), ("neumeta", "tab:red")):
+        rs = [r for r in _runs(run, setting, name)] if setting else []
+        if rs:
+            curve = _mean_curve(rs)
+            gs = [g for g in sorted(curve, key=float) if float(g) >= 0]
+            draw([float(g) for g in gs], [rel(rs[0]["cost"][g]["parameters"]) for g in gs],
+                 [100 * curve[g] for g in gs], marker="o", lw=2.5 if name == "htty" else 1.5, color=color,
+                 label={"htty": "HTTY", "neumeta": "NeuMeta"}[name] + (f" ({len(rs)} seeds)" if len(rs) > 1 else ""))
+    if base is not None:
+        palette = dict(zip(("random", "l1", "l2", "taylor", "hessian"), sns.color_palette("Set2", 5)))
+        for method in dict.fromkeys(r["method"] for r in base["rows"] if r["family"] == "pruning"):
+            rows = sorted((r for r in base["rows"] if r["method"] == method), key=lambda r: r["gamma"])
+            ft = rows[0]["finetuned"]
+            draw([r["gamma"] for r in rows], [rel(r["parameters"]) for r in rows], [100 * r["accuracy"] for r in rows],
+                 marker=".", ls="--" if ft else "-", color=palette[rows[0]["criterion"]],
+                 label=f"pruning: {rows[0]['criterion']}" + (" + fine-tune" if ft else ""))
+        ind = sorted((r for r in base["rows"] if r["family"] == "individual"), key=lambda r: r["gamma"])
+        if ind:
+            draw([r["gamma"] for r in ind], [rel(r["parameters"]) for r in ind], [100 * r["accuracy"] for r in ind],
+                 marker="*", ms=14, ls="none", color="k", label="individually trained (γ = 0: the prior)")
+    else:
+        ax_g.text(0.02, 0.03, "no baselines for this setting: run notebook 04", transform=ax_g.transAxes, fontsize=8)
+    ax_g.set(xlabel="compression ratio γ of the metamorphic blocks", ylabel="test accuracy (%)")
+    ax_p.set(xlabel="parameters (% of the prior)" if prior_params else "parameters (thousands)")
+    ax_g.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def dense_gamma(run: RunRecords, setting: str | None) -> plt.Figure:
+    """HTTY's accuracy over every evaluated γ, pool shaded, seen/between/beyond marked; extended training (×3
+    epochs) and NeuMeta dashed where present."""
+    title = "Fig. 6: accuracy over γ, seen and unseen widths"
+    htty = _runs(run, setting, "htty") if setting else []
+    if not htty:
+        return note_figure(title, "No HTTY run for this setting: run notebook 03 with METHOD='htty'.")
+    others = {}
+    for name, shown in (("htty ×3 epochs", "HTTY, ×3 epochs (extended training)"), ("neumeta", "NeuMeta")):
+        rs = _runs(run, setting, name)
+        if rs:
+            others[shown] = _mean_curve(rs)
+    fig = plots.accuracy_vs_gamma(_mean_curve(htty), htty[0]["kind"], htty[0]["config"]["gamma_max"],
+                                  run.prior["test_accuracy"] if run.prior else None, title, others=others,
+                                  label="HTTY" + (f" (mean of {len(htty)} seeds)" if len(htty) > 1 else ""))
+    if "HTTY, ×3 epochs (extended training)" not in others:
+        fig.axes[0].text(0.02, 0.03, "extended training (×3 epochs): not run here (the full profile runs it)",
+                         transform=fig.axes[0].transAxes, fontsize=8)
+    return fig

@@ -1,0 +1,269 @@
+"""Paper 000's tables rebuilt from a run folder (notebook 05): Tables 1–2, the published reference, report.md.
+
+Reads only `results/<run>/`: notebook 01's metrics.json (the prior), every notebook-03 run's metrics.json (grouped
+over seeds by `kit.results`) and notebook 04's metrics.json (the baseline rows). Nothing here is typed by hand but
+the published CIFAR-100 figures of paper 000 Tables 1–2, which come from data/published/htty_cifar100.csv and are
+labelled as published. A missing input leaves its cells empty ("–") with a note saying what would fill them.
+
+Table 1 is the multi-block setting (notebook 04's, else the most common multi-block one among the runs); Table 2
+the one-block setting (the first block of Table 1's, "<setting>:1", else any one-block runs). Columns: accuracy
+at γ = 0, 0.25, 0.5 and one unseen γ (the first evaluated γ between pool points), and the training cost.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit import io, results
+from kit.metamorph import gamma_key
+from kit.runtime import PROJECT_ROOT
+
+PUBLISHED = PROJECT_ROOT / "data" / "published" / "htty_cifar100.csv"
+TABLE_GAMMAS = (0.0, 0.25, 0.5)  # the seen columns of paper 000 Tables 1–2
+ROW_NAMES = {"individual": "Individual", "neumeta": "NeuMeta", "htty": "HTTY (ours)",
+             "htty − incremental": "HTTY without incremental training", "htty − alpha": "HTTY without α-scaling",
+             "htty − accumulation": "HTTY without gradient accumulation",
+             "htty − init": "HTTY without INR initialisation", "htty − disentangle": "HTTY without disentanglement"}
+ALWAYS = ("individual", "neumeta", "htty")  # rows shown (empty, with a note) even when not run
+
+
+@dataclass
+class RunRecords:
+    """What a run folder holds; None / empty where a notebook has not written its record."""
+
+    folder: Path
+    prior: dict | None  # notebook 01's metrics.json
+    morph: dict[str, dict]  # notebook 03: {variant folder: metrics.json}
+    baselines: dict | None  # notebook 04's metrics.json (rows, setting, …)
+    notes: list[str] = field(default_factory=list)  # what is missing, in words
+
+
+def collect(folder: str | Path) -> RunRecords:
+    folder = Path(folder)
+    read = lambda p: io.read_json(p) if p.is_file() else None
+    run = RunRecords(folder, read(folder / "01_prior_training" / "metrics.json"), results.morph_runs(folder)
+                     if (folder / results.MORPH_FOLDER).is_dir() else {},
+                     read(folder / "04_baselines" / "metrics.json"))
+    if run.prior is None:
+        run.notes.append("No prior record (01_prior_training/metrics.json): run notebook 01.")
+    if not run.morph:
+        run.notes.append("No metamorphic runs (03_incremental_metamorphosis/*/metrics.json): run notebook 03.")
+    if run.baselines is None:
+        run.notes.append("No baselines (04_baselines/metrics.json): run notebook 04.")
+    return run
+
+
+def settings(run: RunRecords) -> tuple[str | None, str | None]:
+    """(Table 1's multi-block setting, Table 2's one-block setting); None where the run has none."""
+    multi = [r["setting"] for r in run.morph.values() if len(r.get("blocks", [])) > 1]
+    main = (run.baselines or {}).get("setting") or (max(set(multi), key=multi.count) if multi else None)
+    single = [r["setting"] for r in run.morph.values() if len(r.get("blocks", [])) == 1]
+    one = f"{main}:1" if main and f"{main}:1" in single else (single[0] if single else None)
+    return main, one
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]  # accuracy columns (γ labels), then the cost column
+    rows: list[dict]  # {'name', 'key', 'seeds', 'values': [(mean %, std %) or None per column]}
+    notes: list[str]
+
+
+def display_name(key: str) -> str:
+    """'HTTY without α-scaling' for 'htty − alpha'; other labels with the method capitalised."""
+    return ROW_NAMES.get(key) or key.replace("htty", "HTTY").replace("neumeta", "NeuMeta")
+
+
+def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = "") -> Table:
+    """Paper 000's Table 1/2 layout for one setting: mean ± std over seeds, in %, cost in minutes. `hint` says
+    what would fill rows the run lacks."""
+    if setting is None:
+        return Table(title, [], [], [f"No metamorphic run in this setting in the run folder. {hint}".strip()])
+    summary = results.summarise(run.morph, setting) if any(r.get("setting") == setting for r in run.morph.values()) else {}
+    kinds = next((r["kind"] for r in summary.values()), {})
+    unseen = next((g for g in sorted(kinds, key=float) if kinds[g] == "between"), None)
+    gammas = [gamma_key(g) for g in TABLE_GAMMAS] + ([unseen] if unseen else [])
+    device = _device(run)
+    columns = [f"γ = {g}" + (" (unseen)" if g == unseen else "") for g in gammas] + [f"train cost (min, {device})"]
+    rows, notes = [], []
+    individual = _individual(run, setting)
+    if individual is not None:
+        rows.append({"name": ROW_NAMES["individual"], "key": "individual", "seeds": 1,
+                     "values": [individual["acc"].get(g) for g in gammas] + [individual["cost"]]})
+        notes.append(f"Individual: γ = {', '.join(individual['trained'])} trained (the prior is γ = 0); its cost "
+                     "is the sum of their training times, as in paper 000.")
+    order = list(ROW_NAMES) + sorted(set(summary) - set(ROW_NAMES))
+    for key in order:
+        if key == "individual":
+            continue
+        row = summary.get(key)
+        if row is None:
+            if key in ALWAYS:
+                rows.append({"name": display_name(key), "key": key, "seeds": 0, "values": [None] * len(columns)})
+            continue
+        acc = {g: tuple(100 * v for v in row["accuracy"][g]) for g in gammas if g in row["accuracy"]}
+        cost = tuple(s / 60 for s in row["train_seconds"])
+        rows.append({"name": display_name(key), "key": key, "seeds": row["seeds"],
+                     "values": [acc.get(g) for g in gammas] + [cost]})
+    if individual is None:
+        rows.insert(0, {"name": "Individual", "key": "individual", "seeds": 0, "values": [None] * len(columns)})
+    missing = [display_name(k) for k in ALWAYS if k not in summary and (k != "individual" or individual is None)]
+    ablations = [k for k in ROW_NAMES if k not in ALWAYS and k not in summary]
+    if missing or ablations:
+        notes.append("Not in this run folder: " + ", ".join(missing + ([f"{len(ablations)} ablation row(s)"]
+                                                                        if ablations else [])) + f". {hint}".rstrip())
+    if unseen is None and summary:
+        notes.append("No evaluated γ falls between the pool's widths here (every width in the pool is seen), so "
+                     "there is no unseen column.")
+    return Table(title, columns, rows, notes)
+
+
+def _individual(run: RunRecords, setting: str) -> dict | None:
+    base = run.baselines
+    if not base or base.get("setting") != setting:
+        return None
+    rows = [r for r in base["rows"] if r["family"] == "individual"]
+    if not rows:
+        return None
+    return {"acc": {gamma_key(r["gamma"]): (100 * r["accuracy"], 0.0) for r in rows},
+            "cost": (sum(r["train_seconds"] for r in rows) / 60, 0.0),
+            "trained": [gamma_key(r["gamma"]) for r in rows]}
+
+
+def _device(run: RunRecords) -> str:
+    for record in [run.prior, *run.morph.values()]:
+        if record and record.get("provenance", {}).get("device"):
+            return record["provenance"]["device"]
+    return "device unknown"
+
+
+def _cell(value, seeds: int) -> str:
+    if value is None:
+        return "–"
+    mean, std = value
+    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+
+
+def to_rows(table: Table) -> list[dict]:
+    """Numeric rows for the CSV: mean and std per column (empty where missing)."""
+    out = []
+    for row in table.rows:
+        record = {"row": row["name"], "seeds": row["seeds"]}
+        for column, value in zip(table.columns, row["values"]):
+            record[f"{column} mean"] = "" if value is None else round(value[0], 4)
+            record[f"{column} std"] = "" if value is None else round(value[1], 4)
+        out.append(record)
+    return out
+
+
+def to_markdown(table: Table) -> str:
+    head = ["run", "seeds", *table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table.rows:
+        cells = [row["name"], str(row["seeds"] or "–"), *[_cell(v, row["seeds"]) for v in row["values"]]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "".join(f"\n\n*{n}*" for n in table.notes)
+
+
+_LATEX = {"γ": r"$\gamma$", "±": r"$\pm$", "α": r"$\alpha$", "–": "--", "−": "--", "%": r"\%", "_": r"\_",
+          "&": r"\&", "#": r"\#", "×": r"$\times$"}
+
+
+def latex_escape(text: str) -> str:
+    return re.sub("|".join(map(re.escape, _LATEX)), lambda m: _LATEX[m.group()], text)
+
+
+def to_latex(table: Table, label: str) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); notes become the caption's second sentence."""
+    head = ["run", "seeds", *table.columns]
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
+    for row in table.rows:
+        cells = [row["name"], str(row["seeds"] or "–"), *[_cell(v, row["seeds"]) for v in row["values"]]]
+        lines.append(" & ".join(latex_escape(c) for c in cells) + r" \\")
+    caption = latex_escape(table.title + ". " + " ".join(table.notes))
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, folder: str | Path, stem: str) -> list[Path]:
+    """<stem>.csv, <stem>.md and <stem>.tex in `folder`, each written atomically."""
+    folder = Path(folder)
+    rows = to_rows(table) or [{"row": "(none)", "note": " ".join(table.notes)}]
+    return [io.write_csv(rows, folder / f"{stem}.csv"),
+            io.write_text(f"### {table.title}\n\n" + to_markdown(table) + "\n", folder / f"{stem}.md"),
+            io.write_text(to_latex(table, f"tab:{stem}"), folder / f"{stem}.tex")]
+
+
+def published(path: str | Path = PUBLISHED) -> list[dict]:
+    """Paper 000's printed CIFAR-100 rows (see data/published/README.md)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def reference_table(run: RunRecords, tables: dict[int, Table]) -> Table:
+    """Paper 000's published rows (CIFAR-100, ResNet-56) each followed by the matching row of this run's table."""
+    columns = ["γ = 0", "γ = 0.25", "γ = 0.5", "unseen γ", "train cost"]
+    dataset = (run.prior or {}).get("config", {}).get("data", {}).get("name", "this run's dataset")
+    rows = []
+    for pub in published():
+        if "higher capacity" in pub["network"]:
+            continue  # no wide prior in the kit's runs: shown in the CSV, left out of this side-by-side table
+        values = [(float(pub[k]), 0.0) for k in ("acc_0", "acc_0.25", "acc_0.5", "acc_unseen")]
+        rows.append({"name": f"Table {pub['table']} · {pub['row']} — published (CIFAR-100, GPU h)", "key": pub["kit_row"],
+                     "seeds": 1, "values": values + [(float(pub["train_cost_gpuh"]), 0.0)]})
+        ours = next((r for r in tables[int(pub["table"])].rows if r["key"] == pub["kit_row"]), None)
+        if ours is None:
+            mine = [None] * 5
+        else:  # a table without an unseen column has four values: the three seen γ and the cost
+            mine = ours["values"] if len(ours["values"]) == 5 else ours["values"][:3] + [None, ours["values"][-1]]
+        rows.append({"name": f"Table {pub['table']} · {pub['row']} — this run ({dataset}, min)", "key": pub["kit_row"],
+                     "seeds": ours["seeds"] if ours else 0, "values": mine})
+    notes = ["Published figures are paper 000's, typed from its Tables 1–2 (data/published/htty_cifar100.csv); its "
+             "unseen γ is not recoverable from the text, this run's is the first γ between pool points",
+             "costs are GPU hours there and minutes on this run's device here"]
+    return Table("Published (paper 000, CIFAR-100) against this run", columns, rows, notes)
+
+
+def value(table: Table, key: str, column: int) -> float | None:
+    """The mean (%) of row `key` in column `column` of `table`, or None."""
+    row = next((r for r in table.rows if r["key"] == key), None)
+    if row is None or column >= len(row["values"]) or row["values"][column] is None:
+        return None
+    return row["values"][column][0]
+
+
+def describe_table(table: Table) -> str:
+    """One generated paragraph: HTTY against NeuMeta and Individual, each pair averaged over the accuracy columns
+    both have, and the training costs."""
+    if not table.rows:
+        return " ".join(table.notes)
+    acc_cols = range(len(table.columns) - 1)
+
+    def versus(a: str, b: str) -> tuple[float, float, int] | None:
+        pairs = [(value(table, a, c), value(table, b, c)) for c in acc_cols]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        return (sum(x for x, _ in pairs) / len(pairs), sum(y for _, y in pairs) / len(pairs), len(pairs)) if pairs else None
+
+    parts = []
+    for other, name in (("neumeta", "NeuMeta"), ("individual", "the individually trained networks")):
+        if (v := versus("htty", other)) is not None:
+            parts.append(f"over the {v[2]} γ column(s) both have, HTTY averages {v[0]:.2f}% against {name}' "
+                         f"{v[1]:.2f}% ({v[0] - v[1]:+.2f} points)".replace("NeuMeta'", "NeuMeta's"))
+    text = "; ".join(parts) + "." if parts else "HTTY did not run in this setting."
+    text = text[0].upper() + text[1:]
+    cost = {k: value(table, k, len(table.columns) - 1) for k in ("htty", "neumeta", "individual")}
+    if cost["htty"] is not None and cost["neumeta"] is not None:
+        text += f" Training took {cost['htty']:.1f} min for HTTY and {cost['neumeta']:.1f} min for NeuMeta."
+    return text + ("" if not table.notes else " " + " ".join(table.notes))
+
+
+def write_report(path: str | Path, header: str, sections: list[tuple[str, str, str]]) -> Path:
+    """report.md: `header`, then per section (title, generated paragraph, Markdown body: a table or an image)."""
+    body = [header]
+    for title, paragraph, content in sections:
+        body += [f"## {title}", paragraph, content]
+    return io.write_text("\n\n".join(body) + "\n", path)

@@ -1,0 +1,157 @@
+"""The pipeline's --seeds and skip-if-complete: tiny stand-in notebooks, so each run takes seconds, not minutes.
+
+The stand-ins append their run's name to a log file when they execute, so a test counts what really ran rather
+than trusting the records the pipeline returns."""
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kit import cli, io, pipeline
+from kit.errors import KitError
+
+MORPH = "03_incremental_metamorphosis"  # the stem variants() keys on: HTTY and NeuMeta, two runs on smoke
+
+
+def _notebook(path: Path, parameters: str, log: Path, extra: str = "") -> None:
+    """A notebook whose parameters cell declares `parameters`; it logs its run and writes OUT_DIR/metrics.json."""
+    body = (f"import json, os\n{extra}\n"
+            f"with open({str(log)!r}, 'a') as f:\n    f.write(os.path.relpath(OUT_DIR, RUN_DIR) + '\\n')\n"
+            "with open(os.path.join(OUT_DIR, 'metrics.json'), 'w') as f:\n    json.dump({'ok': True}, f)\n")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(body),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def kit_folder(tmp_path):
+    """(notebook folder, run folder, ran()): 01 declares no SEED, 02 and 03 do; 03 runs as htty and neumeta.
+    ran() returns the runs executed since it was last called."""
+    folder, log = tmp_path / "notebooks", tmp_path / "executions.log"
+    folder.mkdir()
+    common = 'OUT_DIR = ""\nRUN_DIR = ""\nPROFILE = "smoke"\n'
+    _notebook(folder / "01_a.ipynb", common, log)
+    _notebook(folder / "02_b.ipynb", common + "SEED = 0\n", log)
+    _notebook(folder / f"{MORPH}.ipynb", common + 'SEED = 0\nMETHOD = "htty"\n', log)
+
+    def ran():
+        lines = log.read_text().split() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return sorted(lines)
+    return folder, tmp_path / "run", ran
+
+
+ALL = ["01_a", "02_b", f"{MORPH}/htty", f"{MORPH}/neumeta"]
+
+
+def _statuses(records):
+    return {r["notebook"]: r["status"] for r in records}
+
+
+def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_downstream(kit_folder, monkeypatch):
+    folder, out, ran = kit_folder
+
+    def go(**kw):
+        return pipeline.run(profile="smoke", out=kw.pop("out", out), folder=folder, **kw)
+
+    first = go()
+    assert ran() == ALL and all(r["status"] == "ok" for r in first)
+    stamp = io.read_json(out / "02_b" / pipeline.STAMP)
+    assert stamp["parameters"] == first[1]["parameters"] and stamp["upstream"] == {
+        "01_a": io.read_json(out / "01_a" / pipeline.STAMP)["id"]}
+    assert set(io.read_json(out / MORPH / "htty" / pipeline.STAMP)["upstream"]) == {"01_a", "02_b"}  # not neumeta
+
+    again = go()
+    assert ran() == [] and [r["status"] for r in again] == ["skipped"] * 4
+    assert [r["parameters"] for r in again] == [r["parameters"] for r in first] and {r["seconds"] for r in again} == {0}
+    summary = io.read_json(out / "pipeline.json")
+    assert [n["status"] for n in summary["notebooks"]] == ["skipped"] * 4 and summary["seeds"] == 1
+
+    nb = nbformat.read(folder / "02_b.ipynb", as_version=4)  # an edited notebook reruns, and so does all after it
+    nb.cells.append(nbformat.v4.new_code_cell("edited = True"))
+    nbformat.write(nb, folder / "02_b.ipynb")
+    assert _statuses(go())["01_a"] == "skipped" and ran() == ALL[1:]
+
+    (out / MORPH / "htty" / "metrics.json").unlink()  # 03's variants do not depend on one another
+    assert ran() == [] and _statuses(go())[f"{MORPH}/neumeta"] == "skipped" and ran() == [f"{MORPH}/htty"]
+
+    assert _statuses(go(seed=1))["01_a"] == "skipped" and ran() == ALL[1:]  # 01 does not declare SEED
+
+    # --only: the lower-numbered notebooks' stamps on disk decide, so a rerun of 01 alone reruns 03 later
+    assert [r["status"] for r in go(seed=1, only=["03"])] == ["skipped"] * 2 and ran() == []
+    assert [r["status"] for r in go(seed=1, only=["01"], force=True)] == ["ok"] and ran() == ["01_a"]
+    assert [r["status"] for r in go(seed=1, only=["03"])] == ["ok"] * 2 and ran() == ALL[2:]
+
+    monkeypatch.chdir(out.parent)  # OUT_DIR is absolute: a relative run folder names the same stamps
+    assert _statuses(go(seed=1, out="run"))["01_a"] == "skipped" and ran() == ALL[1:]  # 02 was behind 01
+    assert [r["status"] for r in go(seed=1, out="run")] == ["skipped"] * 4 and ran() == []
+
+    assert [r["status"] for r in go(seed=1, force=True)] == ["ok"] * 4 and ran() == ALL
+
+
+def test_a_failed_run_leaves_no_stamp_and_is_redone(tmp_path):
+    folder, log, flag = tmp_path / "notebooks", tmp_path / "executions.log", tmp_path / "fail"
+    folder.mkdir()
+    params = 'OUT_DIR = ""\nRUN_DIR = ""\n'
+    _notebook(folder / "01_a.ipynb", params, log)
+    _notebook(folder / "02_b.ipynb", params, log,
+              extra=f"if os.path.exists({str(flag)!r}):\n    raise RuntimeError('broken on purpose')")
+    out = tmp_path / "run"
+    pipeline.run(profile="smoke", out=out, folder=folder)
+    assert (out / "02_b" / pipeline.STAMP).is_file()
+
+    flag.touch()
+    with pytest.raises(KitError, match="02_b failed in cell 2"):
+        pipeline.run(profile="smoke", out=out, folder=folder, force=True)
+    assert not (out / "02_b" / pipeline.STAMP).exists() and (out / "02_b" / "metrics.json").is_file()
+    summary = io.read_json(out / "pipeline.json")
+    assert [n["status"] for n in summary["notebooks"]] == ["ok", "failed"] and summary["force"] is True
+
+    flag.unlink()
+    log.unlink()
+    records = pipeline.run(profile="smoke", out=out, folder=folder, seeds=2)  # seeds: only notebook 03's rows
+    assert [r["status"] for r in records] == ["skipped", "ok"] and log.read_text().split() == ["02_b"]
+    assert io.read_json(out / "pipeline.json")["seeds"] == 2
+
+
+def test_an_unreadable_stamp_means_rerun(kit_folder):
+    folder, out, ran = kit_folder
+    pipeline.run(profile="smoke", out=out, folder=folder, only=["01"])
+    (out / "01_a" / pipeline.STAMP).write_text("{not json")
+    assert [r["status"] for r in pipeline.run(profile="smoke", out=out, folder=folder, only=["01"])] == ["ok"]
+    assert ran() == ["01_a", "01_a"]
+
+
+def test_seeds_sets_the_htty_and_neumeta_rows_of_notebook_03():
+    quick = pipeline.variants(MORPH, "quick", seed=5, seeds=2)
+    assert quick == [("htty-s5", {"METHOD": "htty", "SEED": 5}), ("htty-s6", {"METHOD": "htty", "SEED": 6}),
+                     ("neumeta-s5", {"METHOD": "neumeta", "SEED": 5}), ("neumeta-s6", {"METHOD": "neumeta", "SEED": 6})]
+    assert pipeline.variants(MORPH, "quick", seeds=None) == pipeline.variants(MORPH, "quick", seeds=1)
+    assert pipeline.variants(MORPH, "full") == pipeline.variants(MORPH, "full", seeds=3)
+    full, one = pipeline.variants(MORPH, "full"), pipeline.variants(MORPH, "full", seeds=1)
+    assert [n for n, _ in one[:2]] == ["htty", "neumeta"] and one[2:] == full[6:]  # the other rows run once either way
+    assert len(one) == 10 and len(pipeline.variants(MORPH, "paper", seeds=1)) == 14
+    assert pipeline.variants("01_prior_training", "full", seeds=4) == [("", {})]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_seeds_must_be_a_positive_integer(bad, tmp_path):
+    with pytest.raises(KitError, match=r"number of seeds must be an integer ≥ 1"):
+        pipeline.variants(MORPH, "quick", seeds=bad)
+    with pytest.raises(KitError, match=r"number of seeds must be an integer ≥ 1"):
+        pipeline.run(profile="smoke", out=tmp_path, seeds=bad)
+
+
+def test_cli_passes_seeds_and_force(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_run(*args, **kwargs):
+        seen.update(kwargs)
+        return [{"notebook": "01_a", "status": "skipped", "seconds": 0}]
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    assert cli.main(["pipeline", "--profile", "smoke", "--out", str(tmp_path), "--seeds", "2", "--force"]) == 0
+    assert seen["seeds"] == 2 and seen["force"] is True and "1 up to date and skipped" in capsys.readouterr().out
+    cli.main(["pipeline", "--profile", "smoke", "--out", str(tmp_path)])
+    assert seen["seeds"] is None and seen["force"] is False
