@@ -60,7 +60,8 @@ def train_individual(prior_cfg: C.PriorConfig, prior: models.ResNet, blocks: lis
                      out_dir: str | Path) -> dict:
     """Train (or resume, or reload when finished) the individual network at γ into out_dir/individual-γ/."""
     cfg = individual_config(prior_cfg, prior, blocks, gamma, seed)
-    result = train.train_prior(cfg, Path(out_dir) / f"individual-{metamorph.gamma_key(gamma)}")
+    name = f"individual-{metamorph.gamma_key(gamma)}"
+    result = train.train_prior(cfg, Path(out_dir) / name, desc=name)
     m = result.metrics
     return _row("individual", "individual", "", False, gamma, seed, m["test_accuracy"], m["parameters"], m["macs"],
                 m["seconds"], dict(cfg.model.hidden))
@@ -81,8 +82,7 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
     fingerprint (they are reused); `on_row(key, row)` is called after each new row, e.g. to save it."""
     done, rows = done or {}, []
     device = pick_device(cfg.runtime.device)
-    images, labels = calibration(data, cfg.calibration_images, cfg.seed)
-    finetune_data = None
+    images = labels = finetune_data = None  # loaded at the first row not already done
     todo = [(c, g) for c in cfg.criteria for g in cfg.prune_gammas]
     bar = tqdm(todo, desc="pruning", disable=not cfg.runtime.progress)
     scores: dict[str, dict] = {}
@@ -92,6 +92,8 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
             if key in done:
                 rows.append(done[key])
                 continue
+            if images is None:
+                images, labels = calibration(data, cfg.calibration_images, cfg.seed)
             if criterion not in scores:  # once per criterion: scores do not depend on γ
                 scores[criterion] = prune.block_scores(prior.to(device), blocks, criterion, images, labels, cfg.seed)
             model = prune.prune_to(prior, scores[criterion], gamma, images)

@@ -1,6 +1,6 @@
 """Command line: `python -m kit <command>` (also installed as `kit`).
 
-  pipeline     run the numbered notebooks headlessly (papermill), in order
+  pipeline     run the numbered notebooks headlessly (papermill), in order; resumes, skipping finished runs
   train-prior  train the prior network without a notebook
   morph        export a plain network at a compression ratio γ from a metamorphic checkpoint
   evaluate     accuracy, widths and cost of a metamorphic checkpoint at several γ (table + CSV)

@@ -86,7 +86,7 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
     base = run.baselines if run.baselines and run.baselines.get("setting") == setting else None
     htty = _runs(run, setting, "htty") if setting else []
     if not htty and base is None:
-        return note_figure(title, "Neither HTTY runs (notebook 03) nor baselines (notebook 04) for this setting.")
+        return note_figure(title, "Neither HTTY runs nor baselines for this setting: run notebooks 03 and 04.")
     plots.style()
     fig, (ax_g, ax_p) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
     prior_params = run.prior["parameters"] if run.prior else None

@@ -63,11 +63,10 @@ def _gradients(model: nn.Module, imp, criterion: str, images: torch.Tensor, labe
         x, y = images[start:start + batch_size], labels[start:start + batch_size]  # (b, C, H, W), (b,)
         if criterion == "taylor":  # gradients add up over chunks, each weighted by its share of the images
             (F.cross_entropy(model(x), y) * (len(y) / len(labels))).backward()
-        elif criterion == "hessian":
-            losses = F.cross_entropy(model(x), y, reduction="none")  # (b,)
-            for i, loss in enumerate(losses):
+        elif criterion == "hessian":  # one image per forward: a backward through a batched graph costs the batch
+            for i in range(len(y)):
                 model.zero_grad(set_to_none=True)
-                loss.backward(retain_graph=i < len(losses) - 1)
+                F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()  # eval mode: as in the batch
                 imp.accumulate_grad(model)
 
 

@@ -16,12 +16,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit import config as C
 from kit import io, results
 from kit.metamorph import gamma_key
 from kit.runtime import PROJECT_ROOT
 
 PUBLISHED = PROJECT_ROOT / "data" / "published" / "htty_cifar100.csv"
-TABLE_GAMMAS = (0.0, 0.25, 0.5)  # the seen columns of paper 000 Tables 1–2
+TABLE_GAMMAS = C.TABLE_GAMMAS  # the seen columns of paper 000 Tables 1–2
 ROW_NAMES = {"individual": "Individual", "neumeta": "NeuMeta", "htty": "HTTY (ours)",
              "htty − incremental": "HTTY without incremental training", "htty − alpha": "HTTY without α-scaling",
              "htty − accumulation": "HTTY without gradient accumulation",

@@ -109,14 +109,15 @@ def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
 
 
 def test_pipeline_variants_cover_seeds_ablations_and_the_block_sweep():
-    assert [n for n, _ in pipeline.variants("03_incremental_metamorphosis", "quick")] == ["htty", "neumeta"]
+    assert [n for n, _ in pipeline.variants("03_incremental_metamorphosis", "quick")] == [
+        "htty", "neumeta", "htty-blocks1", "neumeta-blocks1"]  # one block: paper 000 Table 2
     assert pipeline.variants("01_prior_training", "full") == [("", {})]
     full = dict(pipeline.variants("03_incremental_metamorphosis", "full"))
     assert [full[f"htty-s{s}"]["SEED"] for s in range(3)] == [0, 1, 2] and "neumeta-s2" in full
     assert {v["ABLATION"] for k, v in full.items() if k.startswith("htty-no-")} == set(C.ABLATIONS) - {"none"}
     blocks = C.build(C.MorphConfig, "full").setting
     assert full["neumeta-blocks1"]["SETTING"] == f"{blocks}:1" and "neumeta-blocks3" not in full  # 3 = the main run
-    assert full["htty-x3"]["EPOCH_SCALE"] == 3 and len(full) == 14
+    assert full["htty-x3"]["EPOCH_SCALE"] == 3 and full["htty-blocks1"]["SETTING"] == f"{blocks}:1" and len(full) == 15
 
 
 @pytest.mark.notebook
@@ -141,3 +142,55 @@ def test_pipeline_rejects_bad_names(tmp_path):
         pipeline.run(dataset="imagenet", out=tmp_path)
     with pytest.raises(KitError, match="No notebook numbered 99"):
         pipeline.run(profile="smoke", out=tmp_path, only=["99"])
+
+
+@pytest.mark.notebook
+def test_notebook_04_records_every_baseline_at_h_gamma(smoke_run):
+    import pandas as pd
+    folder = smoke_run[0] / "04_baselines"
+    m = io.read_json(folder / "metrics.json")
+    cfg = C.build(C.BaselineConfig, "smoke")
+    table = pd.read_csv(folder / "baselines.csv")
+    assert set(table["method"]) == {"individual"} | {f"prune-{c}{ft}" for c in cfg.criteria for ft in ("", "+ft")}
+    assert sorted(table.loc[table.family == "individual", "gamma"]) == [0.0, *cfg.individual_gammas]
+    assert table.groupby(["method", "gamma", "seed"]).size().max() == 1 and table["accuracy"].between(0, 1).all()
+    assert m["setting"] == cfg.setting and m["individual_train_seconds"] > 0 and m["config"]["profile"] == "smoke"
+    for name in ("baselines.png", "rows.json", "individual-0.5/prior.pt"):
+        assert (folder / name).is_file(), name
+
+
+@pytest.mark.notebook
+def test_notebook_05_writes_the_tables_figures_and_report(smoke_run):
+    out = smoke_run[0]
+    folder = out / "05_figures"
+    for stem in ("table1", "table2", "published"):
+        for suffix in ("csv", "md", "tex"):
+            assert (folder / f"{stem}.{suffix}").is_file(), f"{stem}.{suffix}"
+    for stem in ("fig4_blocks", "fig4_compression", "fig6_gamma"):
+        assert (folder / f"{stem}.png").stat().st_size > 10_000 and (folder / f"{stem}.pdf").is_file()
+    table1 = (folder / "table1.md").read_text()
+    for row in ("| Individual | 1 |", "| NeuMeta | 1 |", "| HTTY (ours) | 1 |"):
+        assert row in table1, row
+    assert "| NeuMeta | 1 |" in (folder / "table2.md").read_text()  # the one-block runs fill Table 2
+    report = (out / "report.md").read_text()
+    assert "![fig6_gamma](05_figures/fig6_gamma.png)" in report and "Table 1" in report
+    assert "![fig6_gamma](fig6_gamma.png)" in (folder / "report.md").read_text()
+
+
+@pytest.mark.notebook
+def test_notebook_05_on_a_run_folder_missing_inputs(smoke_run, tmp_path):
+    """Only the prior and one HTTY run: 05 still writes every file, with notes where inputs are missing."""
+    import shutil
+
+    import papermill as pm
+    src, run = smoke_run[0], tmp_path / "partial"
+    shutil.copytree(src / "01_prior_training", run / "01_prior_training")
+    shutil.copytree(src / "03_incremental_metamorphosis" / "htty", run / "03_incremental_metamorphosis" / "htty")
+    notebook = PROJECT_ROOT / "notebooks" / "05_figures.ipynb"
+    pm.execute_notebook(str(notebook), str(tmp_path / "05.ipynb"), parameters={
+        "RUN_DIR": str(run), "OUT_DIR": str(run / "05_figures")}, kernel_name="python3", progress_bar=False)
+    m = io.read_json(run / "05_figures" / "metrics.json")
+    assert any("run notebook 04" in n for n in m["notes"])
+    table1 = (run / "05_figures" / "table1.md").read_text()
+    assert "| Individual | – |" in table1 and "| NeuMeta | – |" in table1 and "| HTTY (ours) | 1 |" in table1
+    assert (run / "05_figures" / "fig4_compression.png").is_file() and (run / "report.md").is_file()

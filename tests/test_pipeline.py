@@ -10,7 +10,7 @@ import pytest
 from kit import cli, io, pipeline
 from kit.errors import KitError
 
-MORPH = "03_incremental_metamorphosis"  # the stem variants() keys on: HTTY and NeuMeta, two runs on smoke
+MORPH = "03_incremental_metamorphosis"  # the stem variants() keys on: HTTY and NeuMeta, each also on one block
 
 
 def _notebook(path: Path, parameters: str, log: Path, extra: str = "") -> None:
@@ -27,7 +27,7 @@ def _notebook(path: Path, parameters: str, log: Path, extra: str = "") -> None:
 
 @pytest.fixture
 def kit_folder(tmp_path):
-    """(notebook folder, run folder, ran()): 01 declares no SEED, 02 and 03 do; 03 runs as htty and neumeta.
+    """(notebook folder, run folder, ran()): 01 declares no SEED, 02 and 03 do; 03 runs as 4 variants.
     ran() returns the runs executed since it was last called."""
     folder, log = tmp_path / "notebooks", tmp_path / "executions.log"
     folder.mkdir()
@@ -43,7 +43,7 @@ def kit_folder(tmp_path):
     return folder, tmp_path / "run", ran
 
 
-ALL = ["01_a", "02_b", f"{MORPH}/htty", f"{MORPH}/neumeta"]
+ALL = ["01_a", "02_b", *(f"{MORPH}/{v}" for v in ("htty", "htty-blocks1", "neumeta", "neumeta-blocks1"))]  # sorted
 
 
 def _statuses(records):
@@ -64,10 +64,10 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
     assert set(io.read_json(out / MORPH / "htty" / pipeline.STAMP)["upstream"]) == {"01_a", "02_b"}  # not neumeta
 
     again = go()
-    assert ran() == [] and [r["status"] for r in again] == ["skipped"] * 4
+    assert ran() == [] and [r["status"] for r in again] == ["skipped"] * 6
     assert [r["parameters"] for r in again] == [r["parameters"] for r in first] and {r["seconds"] for r in again} == {0}
     summary = io.read_json(out / "pipeline.json")
-    assert [n["status"] for n in summary["notebooks"]] == ["skipped"] * 4 and summary["seeds"] == 1
+    assert [n["status"] for n in summary["notebooks"]] == ["skipped"] * 6 and summary["seeds"] == 1
 
     nb = nbformat.read(folder / "02_b.ipynb", as_version=4)  # an edited notebook reruns, and so does all after it
     nb.cells.append(nbformat.v4.new_code_cell("edited = True"))
@@ -80,15 +80,15 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
     assert _statuses(go(seed=1))["01_a"] == "skipped" and ran() == ALL[1:]  # 01 does not declare SEED
 
     # --only: the lower-numbered notebooks' stamps on disk decide, so a rerun of 01 alone reruns 03 later
-    assert [r["status"] for r in go(seed=1, only=["03"])] == ["skipped"] * 2 and ran() == []
+    assert [r["status"] for r in go(seed=1, only=["03"])] == ["skipped"] * 4 and ran() == []
     assert [r["status"] for r in go(seed=1, only=["01"], force=True)] == ["ok"] and ran() == ["01_a"]
-    assert [r["status"] for r in go(seed=1, only=["03"])] == ["ok"] * 2 and ran() == ALL[2:]
+    assert [r["status"] for r in go(seed=1, only=["03"])] == ["ok"] * 4 and ran() == ALL[2:]
 
     monkeypatch.chdir(out.parent)  # OUT_DIR is absolute: a relative run folder names the same stamps
     assert _statuses(go(seed=1, out="run"))["01_a"] == "skipped" and ran() == ALL[1:]  # 02 was behind 01
-    assert [r["status"] for r in go(seed=1, out="run")] == ["skipped"] * 4 and ran() == []
+    assert [r["status"] for r in go(seed=1, out="run")] == ["skipped"] * 6 and ran() == []
 
-    assert [r["status"] for r in go(seed=1, force=True)] == ["ok"] * 4 and ran() == ALL
+    assert [r["status"] for r in go(seed=1, force=True)] == ["ok"] * 6 and ran() == ALL
 
 
 def test_a_failed_run_leaves_no_stamp_and_is_redone(tmp_path):
@@ -127,12 +127,16 @@ def test_an_unreadable_stamp_means_rerun(kit_folder):
 def test_seeds_sets_the_htty_and_neumeta_rows_of_notebook_03():
     quick = pipeline.variants(MORPH, "quick", seed=5, seeds=2)
     assert quick == [("htty-s5", {"METHOD": "htty", "SEED": 5}), ("htty-s6", {"METHOD": "htty", "SEED": 6}),
-                     ("neumeta-s5", {"METHOD": "neumeta", "SEED": 5}), ("neumeta-s6", {"METHOD": "neumeta", "SEED": 6})]
+                     ("neumeta-s5", {"METHOD": "neumeta", "SEED": 5}), ("neumeta-s6", {"METHOD": "neumeta", "SEED": 6}),
+                     ("htty-blocks1", {"METHOD": "htty", "SETTING": "layer2.1,layer2.2,layer3.1:1",
+                                       "GAMMAS_EVAL": [0.0, 0.25, 0.5], "SEED": 5}),
+                     ("neumeta-blocks1", {"METHOD": "neumeta", "SETTING": "layer2.1,layer2.2,layer3.1:1",
+                                          "GAMMAS_EVAL": [0.0, 0.25, 0.5], "SEED": 5})]
     assert pipeline.variants(MORPH, "quick", seeds=None) == pipeline.variants(MORPH, "quick", seeds=1)
     assert pipeline.variants(MORPH, "full") == pipeline.variants(MORPH, "full", seeds=3)
     full, one = pipeline.variants(MORPH, "full"), pipeline.variants(MORPH, "full", seeds=1)
     assert [n for n, _ in one[:2]] == ["htty", "neumeta"] and one[2:] == full[6:]  # the other rows run once either way
-    assert len(one) == 10 and len(pipeline.variants(MORPH, "paper", seeds=1)) == 14
+    assert len(one) == 11 and len(pipeline.variants(MORPH, "paper", seeds=1)) == 15  # paper: 6-block sweep
     assert pipeline.variants("01_prior_training", "full", seeds=4) == [("", {})]
 
 

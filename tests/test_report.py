@@ -1,0 +1,120 @@
+"""Notebook 05's tables and figures: oracle values from a hand-made run folder, tables that parse, missing inputs."""
+import csv
+import re
+
+import pytest
+
+from kit import figures, io, report
+
+SETTING = "layer2.1,layer2.2,layer3.1"
+KINDS = {"0": "seen", "0.25": "seen", "0.265625": "between", "0.5": "seen", "0.75": "smaller"}
+
+
+def _morph(folder, name, method, seed, acc, setting=SETTING, blocks=3, ablation="none", seconds=60.0):
+    """A notebook-03 metrics.json with accuracy `acc` (a number, or {γ: value}) at every γ of KINDS."""
+    accuracy = acc if isinstance(acc, dict) else {g: acc for g in KINDS}
+    io.write_json({"method": method, "ablation": ablation, "setting": setting, "seed": seed, "accuracy": accuracy,
+                   "kind": KINDS, "train_seconds": seconds, "blocks": [f"b{i}" for i in range(blocks)],
+                   "cost": {g: {"parameters": 1000 - 100 * float(g), "macs": 1} for g in KINDS},
+                   "stages": [{"blocks": [f"b{i}" for i in range(k + 1)], "test_accuracy": {"0": acc if
+                               isinstance(acc, float) else 0.5}} for k in range(blocks)],
+                   "config": {"select_gammas": [0.0, 0.5], "gamma_max": 0.5, "epoch_scale": 1},
+                   "provenance": {"device": "cpu"}},
+                  folder / "03_incremental_metamorphosis" / name / "metrics.json")
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    io.write_json({"test_accuracy": 0.9, "parameters": 1000, "config": {"data": {"name": "fashion-mnist"}},
+                   "provenance": {"device": "cpu"}}, tmp_path / "01_prior_training" / "metrics.json")
+    _morph(tmp_path, "htty-s0", "htty", 0, 0.80, seconds=120)
+    _morph(tmp_path, "htty-s1", "htty", 1, 0.84, seconds=180)
+    _morph(tmp_path, "neumeta", "neumeta", 0, {g: 0.7 + 0.1 * float(g) for g in KINDS})
+    _morph(tmp_path, "htty-no-alpha", "htty", 0, 0.78, ablation="alpha")
+    _morph(tmp_path, "neumeta-blocks1", "neumeta", 0, 0.88, setting=SETTING + ":1", blocks=1)
+    rows = [{"method": "individual", "family": "individual", "criterion": "", "finetuned": False, "gamma": g,
+             "seed": 0, "accuracy": a, "parameters": 1000, "macs": 1, "train_seconds": 600.0, "widths": {}}
+            for g, a in ((0.0, 0.9), (0.5, 0.88))]
+    rows += [{"method": f"prune-{c}", "family": "pruning", "criterion": c, "finetuned": False, "gamma": g, "seed": 0,
+              "accuracy": 0.5, "parameters": 900, "macs": 1, "train_seconds": 0.0, "widths": {}}
+             for c in ("random", "l1", "l2", "taylor", "hessian") for g in (0.25, 0.5)]
+    io.write_json({"rows": rows, "setting": SETTING}, tmp_path / "04_baselines" / "metrics.json")
+    return tmp_path
+
+
+def test_table_1_holds_mean_and_std_over_seeds_and_the_individual_cost(run_folder):
+    run = report.collect(run_folder)
+    main, one = report.settings(run)
+    assert (main, one) == (SETTING, SETTING + ":1") and run.notes == []
+    table = report.paper_table(run, main, "Table 1")
+    assert table.columns == ["γ = 0", "γ = 0.25", "γ = 0.5", "γ = 0.265625 (unseen)", "train cost (min, cpu)"]
+    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty", "htty − alpha"]
+    htty = table.rows[2]
+    assert htty["seeds"] == 2 and htty["values"][0] == pytest.approx((82.0, 2 ** 0.5 * 2))  # mean, sample std in %
+    assert htty["values"][-1] == pytest.approx((2.5, 2 ** 0.5 / 2))  # 120 s and 180 s in minutes
+    assert report.value(table, "neumeta", 2) == pytest.approx(75.0) and report.value(table, "neumeta", 3) == pytest.approx(72.65625)
+    individual = table.rows[0]["values"]
+    assert individual[0] == (90.0, 0.0) and individual[1] is None and individual[2] == pytest.approx((88.0, 0.0))
+    assert individual[-1] == (20.0, 0.0)  # the Individual cost sums every network trained (2 × 600 s)
+    assert "4 ablation row(s)" in " ".join(table.notes)
+    assert "+" in report.describe_table(table) and "NeuMeta's" in report.describe_table(table)
+
+
+def test_table_2_uses_the_one_block_runs_and_says_what_it_lacks(run_folder):
+    run = report.collect(run_folder)
+    table = report.paper_table(run, report.settings(run)[1], "Table 2")
+    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty"]
+    assert report.value(table, "neumeta", 0) == pytest.approx(88.0) and report.value(table, "htty", 0) is None
+    assert any("Not in this run folder: Individual, HTTY (ours)" in n for n in table.notes)
+
+
+def test_markdown_latex_and_csv_parse(run_folder, tmp_path):
+    run = report.collect(run_folder)
+    table = report.paper_table(run, report.settings(run)[0], "Table 1: 50% of γ_max & more")
+    md_path, tex_path = [p for p in report.write_table(table, tmp_path / "out", "t1") if p.suffix in (".md", ".tex")]
+    csv_path = tmp_path / "out" / "t1.csv"
+    rows = [l for l in md_path.read_text().splitlines() if l.startswith("|")]
+    assert len({l.count("|") for l in rows}) == 1 and len(rows) == 2 + len(table.rows)  # header, rule, body
+    assert re.fullmatch(r"\|(---\|)+", rows[1])
+
+    tex = tex_path.read_text()
+    spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex).group(1)
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    header = tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
+    for line in [header, *body]:
+        assert line.endswith(r"\\") and line.count("&") == len(spec) - 1
+        unescaped = re.sub(r"\$[^$]*\$|\\[%_&#]|\\\\", "", line)
+        assert not re.search(r"[%_&#γ±α×−–]", unescaped.replace("&", "")), line  # every special char escaped
+    assert tex.count(r"\begin{") == tex.count(r"\end{") == 2
+    assert tex.count("{") == tex.count("}")
+
+    with open(csv_path, newline="") as f:
+        parsed = list(csv.DictReader(f))
+    assert [r["row"] for r in parsed] == [r["name"] for r in table.rows]
+    assert float(parsed[2]["γ = 0 mean"]) == pytest.approx(82.0)
+
+
+def test_the_published_reference_pairs_each_printed_row_with_this_runs(run_folder):
+    published = report.published()
+    assert {r["table"] for r in published} == {"1", "2"} and len(published) == 22
+    ours = next(r for r in published if r["row"] == "Ours (HTTY)" and r["table"] == "1" and
+                "higher" not in r["network"])
+    assert float(ours["acc_0"]) == 66.13 and float(ours["train_cost_gpuh"]) == 16.2  # paper 000 Table 1
+    run = report.collect(run_folder)
+    main, one = report.settings(run)
+    ref = report.reference_table(run, {1: report.paper_table(run, main, "1"), 2: report.paper_table(run, one, "2")})
+    names = [r["name"] for r in ref.rows]
+    assert len(names) == 2 * 14 and all("published" in a and "this run" in b for a, b in zip(names[::2], names[1::2]))
+    htty_here = next(r for r in ref.rows if r["name"].startswith("Table 1 · Ours (HTTY) — this run"))
+    assert htty_here["values"][0][0] == pytest.approx(82.0)
+
+
+def test_a_run_folder_missing_inputs_gives_notes_not_errors(tmp_path):
+    run = report.collect(tmp_path)
+    assert len(run.notes) == 3 and report.settings(run) == (None, None)
+    table = report.paper_table(run, None, "Table 1")
+    assert table.rows == [] and table.notes and report.describe_table(table)
+    report.write_table(table, tmp_path / "out", "t1")
+    for draw in (figures.blocks_sweep, figures.compression, figures.dense_gamma):
+        fig = draw(run, None)
+        assert any("run notebook" in t.get_text() for t in fig.axes[0].texts)
