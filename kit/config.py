@@ -335,12 +335,12 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     # full is what a 3-hour CPU budget allows: 14 metamorphic runs (HTTY and NeuMeta × 3 seeds, 5 ablations, a
     # block sweep, HTTY ×3 epochs) at quick's per-run budget (~6 min each on 2 cores), K = 20 for the final curve,
-    # a prior on the whole training split (4 epochs), four individually trained widths and fine-tuned pruning.
+    # a prior on the whole training split (4 epochs), three individually trained widths and fine-tuned pruning.
     "full": {
         "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
         "morph": {**_CPU_MORPH, "k_samples": 20},
-        "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.25, 0.265625, 0.5, 0.75],
-                     "prune_gammas": [0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75], "finetune_epochs": 1,
+        "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.25, 0.5, 0.75],
+                     "prune_gammas": [0.125, 0.25, 0.375, 0.5, 0.625, 0.75], "finetune_epochs": 1,
                      "finetune_images": 12800},
     },
     "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
