@@ -33,10 +33,10 @@ def _runs(run: RunRecords, setting: str, label: str) -> list[dict]:
     return [r for r in run.morph.values() if r.get("setting") == setting and results.label(r) == label]
 
 
-def _mean_curve(rs: list[dict]) -> dict[str, float]:
-    """{γ: accuracy} averaged over seeds (γ every run has)."""
-    keys = [g for g in rs[0]["accuracy"] if all(g in r["accuracy"] for r in rs)]
-    return {g: sum(r["accuracy"][g] for r in rs) / len(rs) for g in keys}
+def _mean_curve(run: RunRecords, setting: str, label: str) -> dict[str, float]:
+    """{γ: accuracy} of a row averaged over its seeds (`kit.results.summarise`)."""
+    row = results.summarise(run.morph, setting)[label]
+    return {g: mean for g, (mean, _) in row["accuracy"].items()}
 
 
 def blocks_sweep(run: RunRecords, setting: str | None) -> plt.Figure:
@@ -73,7 +73,7 @@ def blocks_sweep(run: RunRecords, setting: str | None) -> plt.Figure:
     if len(curves["neumeta"]) < 2:
         ax.text(0.02, 0.03, "NeuMeta on fewer blocks: not run here (the full profile runs the sweep)",
                 transform=ax.transAxes, fontsize=8, color="tab:red")
-    ax.set(xlabel="number of metamorphic blocks", ylabel="test accuracy (%), mean over the selection γ", title=title)
+    ax.set(xlabel="number of metamorphic blocks", ylabel="test accuracy (%)", title=title + "\n(mean over the selection γ)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -97,9 +97,9 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
         ax_p.plot(xs_p, ys, **{**style, "label": None})
 
     for name, color in (("htty", "tab:blue"), ("neumeta", "tab:red")):
-        rs = [r for r in _runs(run, setting, name)] if setting else []
+        rs = _runs(run, setting, name) if setting else []
         if rs:
-            curve = _mean_curve(rs)
+            curve = _mean_curve(run, setting, name)
             gs = [g for g in sorted(curve, key=float) if float(g) >= 0]
             draw([float(g) for g in gs], [rel(rs[0]["cost"][g]["parameters"]) for g in gs],
                  [100 * curve[g] for g in gs], marker="o", lw=2.5 if name == "htty" else 1.5, color=color,
@@ -135,10 +135,9 @@ def dense_gamma(run: RunRecords, setting: str | None) -> plt.Figure:
         return note_figure(title, "No HTTY run for this setting: run notebook 03 with METHOD='htty'.")
     others = {}
     for name, shown in (("htty ×3 epochs", "HTTY, ×3 epochs (extended training)"), ("neumeta", "NeuMeta")):
-        rs = _runs(run, setting, name)
-        if rs:
-            others[shown] = _mean_curve(rs)
-    fig = plots.accuracy_vs_gamma(_mean_curve(htty), htty[0]["kind"], htty[0]["config"]["gamma_max"],
+        if _runs(run, setting, name):
+            others[shown] = _mean_curve(run, setting, name)
+    fig = plots.accuracy_vs_gamma(_mean_curve(run, setting, "htty"), htty[0]["kind"], htty[0]["config"]["gamma_max"],
                                   run.prior["test_accuracy"] if run.prior else None, title, others=others,
                                   label="HTTY" + (f" (mean of {len(htty)} seeds)" if len(htty) > 1 else ""))
     if "HTTY, ×3 epochs (extended training)" not in others:

@@ -29,6 +29,9 @@ def test_notebook_is_stripped_and_parameterised(path):
             assert name.strip().isupper(), line
             compile(value.strip(), "<parameter>", "eval")
             assert "(" not in value, f"calls are not literals: {line}"
+    import papermill as pm  # papermill must parse every line too, or the pipeline cannot pass that parameter
+    declared = [l.split("=")[0].strip() for l in params.splitlines() if l.split("#")[0].strip()]
+    assert list(pm.inspect_notebook(str(path))) == declared
 
 
 def test_discover_orders_by_number():
