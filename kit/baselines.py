@@ -156,9 +156,10 @@ def run(cfg: C.BaselineConfig, prior_path: str | Path, out_dir: str | Path) -> l
     prior_cfg = C.from_dict(C.PriorConfig, record["config"])
     prior_cfg = dataclasses.replace(prior_cfg, runtime=cfg.runtime)
     blocks = metamorph.blocks_for(prior, cfg.setting)
+    widths = reference_widths(prior)
     for gamma in {*cfg.individual_gammas, *cfg.prune_gammas}:
         for b in blocks:
-            metamorph.width(gamma, reference_widths(prior)[b])  # every γ is checked before any work
+            metamorph.width(gamma, widths[b])  # every γ is checked before any work
     if any(record["config"]["model"].get("hidden", {}).values()):
         raise KitError(f"{prior_path} already has custom hidden widths; point notebook 04 at the prior of notebook 01.")
     rows = [prior_row(record, prior, blocks)]

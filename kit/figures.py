@@ -41,8 +41,8 @@ def _mean_curve(run: RunRecords, setting: str, label: str) -> dict[str, float]:
 
 def blocks_sweep(run: RunRecords, setting: str | None) -> plt.Figure:
     """Mean test accuracy over the selection γ against the number of metamorphic blocks. HTTY's points are its
-    own stages (stage k generates the first k blocks; K = k_select) and any one-block runs; NeuMeta's are runs on
-    the first k blocks (`<setting>:k`, the full profile's sweep) and the whole setting (K = k_samples)."""
+    own stages (stage k generates the first k blocks; K = k_select); NeuMeta's are its runs on the first k blocks
+    (`<setting>:k`: one block in every profile, the whole sweep in full) and on the whole setting (K = k_samples)."""
     title = "Fig. 4 (left): accuracy against the number of metamorphic blocks"
     if setting is None or not run.morph:
         return note_figure(title, "No metamorphic runs in this run folder: run notebook 03.")
