@@ -5,7 +5,8 @@
   morph        export a plain network at a compression ratio γ from a metamorphic checkpoint
   evaluate     accuracy, widths and cost of a metamorphic checkpoint at several γ (table + CSV)
   summary      the table of a run folder's notebook-03 runs (mean ± std over seeds) and paper 000's comparisons
-  bench        benchmarks (`bench prior | permute | inr | htty`)
+  bench        benchmarks (`bench prior | permute | inr | htty | explorer`)
+  lab          open JupyterLab on the notebooks, in this environment
   data         check that a dataset is available (fetch CIFAR when the network allows)
 Errors the user can fix are printed as one sentence, without a traceback.
 """
@@ -70,18 +71,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", default=None, help="which block setting to tabulate (default: the most common)")
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
-    p.add_argument("what", choices=["prior", "permute", "inr", "htty"],
+    p.add_argument("what", choices=["prior", "permute", "inr", "htty", "explorer"],
                    help="prior: training throughput against a bare PyTorch loop; "
                         "permute: ResNet-56 smoothing time and TV reduction against 2 s per group; "
                         "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code; "
-                        "htty: one HTTY step (4 configurations) against 4 plain prior steps, and the INR's share")
+                        "htty: one HTTY step (4 configurations) against 4 plain prior steps, and the INR's share; "
+                        "explorer: the γ explorer's update latency on a metamorph.pt (default: the quick run's HTTY)")
     p.add_argument("--profile", default="quick", help="htty: the profile whose network and INR are timed (default quick)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--checkpoint", help="permute: smooth this prior.pt instead of fresh ResNet-56s")
+    p.add_argument("--checkpoint", help="permute: smooth this prior.pt instead of fresh ResNet-56s; explorer: the "
+                                        "metamorph.pt to explore")
     p.add_argument("--seconds-per-group", type=float, default=0.1, help="permute: the kit's budget (default 0.1)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="steps per round (default 20)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+
+    p = sub.add_parser("lab", help="open JupyterLab on notebooks/ in this environment (the kit's kernel)")
+    p.add_argument("--port", type=int, default=None, help="port to serve on (default: JupyterLab's, 8888 or the next free)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser (e.g. on a remote machine)")
 
     p = sub.add_parser("data", help="check that a dataset is available (downloads CIFAR when possible)")
     p.add_argument("name", choices=DATASETS)
@@ -137,14 +144,12 @@ def _dispatch(args) -> int:
         print(f"prior: test accuracy {result.metrics['test_accuracy']:.4f} (epoch {result.metrics['best_epoch']}, "
               f"{result.metrics['parameters']:,} parameters) -> {result.checkpoint}")
     elif args.command == "morph":
-        from kit import io, metamorph
+        from kit import metamorph, models
         net, record = metamorph.load(args.checkpoint)
         k = record["config"]["k_samples"] if args.k is None else args.k
         model = net.export(args.gamma, k, args.seed)
-        path = io.save_torch({"arch": model.arch, "state_dict": model.state_dict(), "gamma": args.gamma, "k": k,
-                              "seed": args.seed, "source": str(Path(args.checkpoint).resolve()),
-                              "dataset": record["dataset"], "input_shape": record["input_shape"],
-                              "config": record["prior_config"]}, args.out)
+        path = models.save_plain(model, args.out, **metamorph.export_record(record, args.checkpoint, args.gamma, k,
+                                                                           args.seed))
         cost = net.cost(args.gamma, record["input_shape"])
         print(f"γ = {args.gamma}: widths {net.widths(args.gamma)}, {cost['parameters']:,} parameters, "
               f"{cost['macs'] / 1e6:.1f} M MACs, K = {k} -> {path}")
@@ -159,11 +164,16 @@ def _dispatch(args) -> int:
         elif args.what == "htty":
             from kit import bench_htty
             bench_htty.print_htty(bench_htty.bench_htty(args.profile, args.device, rounds=args.rounds))
+        elif args.what == "explorer":
+            from kit import bench_explorer
+            bench_explorer.print_explorer(bench_explorer.bench_explorer(args.checkpoint, args.profile, args.device))
         elif args.what == "inr":
             from kit import bench_inr
             bench_inr.print_inr(bench_inr.bench_inr(args.device, rounds=args.rounds))
         else:
             bench.print_permute(bench.bench_permute(seconds=args.seconds_per_group, checkpoint=args.checkpoint))
+    elif args.command == "lab":
+        return _lab(args)
     elif args.command == "data":
         from kit import config as C
         from kit import data as D
@@ -172,6 +182,21 @@ def _dispatch(args) -> int:
         print(f"{args.name}: {d.num_classes} classes, images {d.input_shape}, {sizes}")
     return 0
 
+
+
+def _lab(args) -> int:
+    """JupyterLab from this interpreter's environment, rooted at notebooks/: its kernel imports this kit."""
+    import importlib.util
+    import os
+    import subprocess
+    from kit.runtime import PROJECT_ROOT
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise KitError("JupyterLab is not installed in this environment; run `make setup` (or pip install -e .).")
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}"]
+    command += [f"--ServerApp.port={args.port}"] if args.port else []
+    command += ["--no-browser"] if args.no_browser else []
+    command += ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []  # containers often run as root
+    return subprocess.call(command)
 
 
 def _evaluate(args) -> None:

@@ -301,3 +301,11 @@ def load(path: str | Path, skeleton_digest: str | None = None) -> tuple[Metamorp
     net.set_active(record["active"])
     net.load_trainable(record["trainable"], f"metamorphic checkpoint {path}")
     return net.eval(), record
+
+
+def export_record(record: dict, checkpoint: str | Path, gamma: Gamma, k: int, seed: int) -> dict:
+    """What an exported network's file records beside its weights (`models.save_plain`): γ, K, the noise seed, the
+    metamorphic checkpoint it came from, and the prior's dataset, input shape and config (`train.load_prior` reads it)."""
+    return {"gamma": dict(gamma) if isinstance(gamma, Mapping) else float(gamma), "k": k, "seed": seed,
+            "source": str(Path(checkpoint).resolve()), "dataset": record["dataset"],
+            "input_shape": record["input_shape"], "config": record["prior_config"]}

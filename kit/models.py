@@ -118,6 +118,22 @@ class ResNet(nn.Module):
                     num_classes=self.fc.out_features, hidden=[b.hidden for _, b in self.blocks()],
                     batchnorm=self.batchnorm)
 
+    def run(self, x: torch.Tensor, start: str | None = None, stop: str | None = None) -> torch.Tensor:
+        """Part of `forward`: from the image (start None) or from block `start`'s input, up to block `stop`'s input
+        (stop None: the logits). run(run(x, stop=b), start=b) == forward(x): a fixed prefix is computed once."""
+        names = [n for n, _ in self.blocks()]
+        for b in (start, stop):
+            if b is not None and b not in names:
+                raise KitError(f"Unknown block {b!r}; this ResNet's blocks are {names[0]} … {names[-1]}.")
+        x = F.relu(self.stem(x)) if start is None else x
+        running = start is None
+        for name, block in self.blocks():
+            if name == stop:
+                return x
+            running = running or name == start
+            x = block(x) if running else x
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
     def blocks(self) -> Iterator[tuple[str, BasicBlock]]:
         """(name, block) for every residual block, in forward order."""
         for name, module in self.named_modules():
@@ -203,6 +219,14 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str =
                        "use a checkpoint written for the same depth, width and widths, or rebuild the model from it.")
     model.load_state_dict(state)
     return model
+
+
+def save_plain(model: ResNet, path, **record):
+    """Write `model` as a plain-network file in prior.pt's layout (arch, state_dict, plus `record`: what made it),
+    atomically; `kit.train.load_prior` reads it back. `python -m kit morph` and the γ explorer's export write these."""
+    from kit import io
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    return io.save_torch({"arch": model.arch, "state_dict": state, **record}, path)
 
 
 def count_parameters(model: nn.Module) -> int:

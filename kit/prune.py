@@ -14,6 +14,7 @@ tests the parameter's name but stores under the parameter; ../shared/notes/ecosy
 from __future__ import annotations
 
 import copy
+from typing import Mapping
 
 import torch
 import torch.nn as nn
@@ -92,16 +93,20 @@ def block_scores(model: nn.Module, blocks: list[str], criterion: str, images: to
     return scores
 
 
-def prune_to(model: nn.Module, scores: dict[str, torch.Tensor], gamma: float, example: torch.Tensor) -> nn.Module:
-    """A copy of `model` with each block of `scores` cut to h(γ) hidden channels, the highest-scoring kept;
-    `example` (1+, C, H, W) traces the dependency graph."""
+def prune_to(model: nn.Module, scores: dict[str, torch.Tensor], gamma: metamorph.Gamma,
+             example: torch.Tensor) -> nn.Module:
+    """A copy of `model` with each block of `scores` cut to h(γ) hidden channels, the highest-scoring kept; γ is one
+    number or {block: γ} (non-uniform; a block left out keeps γ = 0). `example` (1+, C, H, W) traces the graph."""
+    if isinstance(gamma, Mapping) and set(gamma) - set(scores):
+        raise KitError(f"{sorted(set(gamma) - set(scores))[0]!r} is not a pruned block; they are {', '.join(scores)}.")
     model = copy.deepcopy(model).eval()
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example[:1])
     for name, score in scores.items():
         conv1 = model.get_submodule(f"{name}.conv1")
-        keep = metamorph.width(gamma, conv1.out_channels)
+        g = gamma.get(name, 0.0) if isinstance(gamma, Mapping) else gamma
+        keep = metamorph.width(g, conv1.out_channels)
         if keep > conv1.out_channels:
-            raise KitError(f"γ = {gamma} widens {name} ({conv1.out_channels} → {keep} channels); pruning only "
+            raise KitError(f"γ = {g} widens {name} ({conv1.out_channels} → {keep} channels); pruning only "
                            "removes channels, so use γ ≥ 0.")
         drop = score.argsort()[: conv1.out_channels - keep].tolist()
         if drop:  # each block's own group: pruning one block leaves the others' channels and scores valid

@@ -27,3 +27,17 @@ def smoothed_smoke(tmp_path_factory):
     smoothed, _ = permute.smooth_checkpoint(folder / "prior.pt", folder / "smoothed.pt", x[:8], "tsp", 0, 0.02,
                                             progress=False)
     return folder / "smoothed.pt", smoothed
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(run folder, records): every numbered notebook, in order, through the pipeline on the smoke profile; run once
+    per test session and shared by the notebook, explorer and browser tests. KIT_SMOKE_RUN=<folder> keeps the run
+    in that folder, so a rerun skips what is up to date (for iterating on one test; CI leaves it unset)."""
+    import os
+    from pathlib import Path
+
+    from kit import pipeline
+    out = Path(os.environ["KIT_SMOKE_RUN"]) if os.environ.get("KIT_SMOKE_RUN") else tmp_path_factory.mktemp("smoke-run")
+    records = pipeline.run(profile="smoke", dataset="fashion-mnist", out=out)
+    return out, records

@@ -53,3 +53,17 @@ def test_bench_htty_counts_the_inr_flops_of_the_elements_it_generates():
         weights = net.generate(gamma)  # the oracle: rows are the elements actually generated (a kernel is 9 values)
         expected = sum(t.numel() // 9 * per_row(9) if t.ndim == 4 else t.numel() * per_row(1) for t in weights.values())
         assert bench_htty._inr_forward_flops(net, gamma) == expected
+
+
+def test_bench_explorer_times_every_kind_of_update(smoke_run, capsys):
+    from kit import bench_explorer
+    checkpoint = smoke_run[0] / "03_incremental_metamorphosis" / "htty" / "metamorph.pt"
+    r = bench_explorer.bench_explorer(str(checkpoint), "smoke", "cpu", gamma_points=6)
+    assert set(r["kinds"]) == {"γ, new width", "γ, seen width", "K", "kernel", "one block", "method, first",
+                               "method, again"}
+    assert r["updates"] == sum(k["updates"] for k in r["kinds"].values()) and 0 <= r["under_1s"] <= r["updates"]
+    assert all(0 < k["median"] <= k["max"] for k in r["kinds"].values())
+    # K = 1 … k_max from smoke's K = 2: 1, then 2 again, 3, 4 (every value is a change)
+    assert r["kinds"]["K"]["updates"] == C.build(C.ExplorerConfig, "smoke").k_max
+    bench_explorer.print_explorer(r)
+    assert "updates under 1 s" in capsys.readouterr().out

@@ -54,8 +54,17 @@ def test_every_field_is_documented():
     """Each config field carries a trailing comment with its meaning (the style rule), checked on the source."""
     import dataclasses
     import inspect
-    for cls in (C.DataConfig, C.ModelConfig, C.OptimConfig, C.RuntimeConfig, C.PriorConfig):
+    for cls in (C.DataConfig, C.ModelConfig, C.OptimConfig, C.RuntimeConfig, C.PriorConfig, C.ExplorerConfig):
         source = inspect.getsource(cls)
         for f in dataclasses.fields(cls):
             line = next(l for l in source.splitlines() if l.strip().startswith(f"{f.name}:"))
             assert "#" in line or "default_factory" in line, f"{cls.__name__}.{f.name} has no comment"
+
+
+def test_explorer_config_in_every_profile():
+    built = {p: C.build(C.ExplorerConfig, p) for p in C.PROFILES}
+    assert built["smoke"].eval_images < built["quick"].eval_images and built["quick"].k_max >= 5
+    with pytest.raises(KitError, match="k_max"):
+        C.build(C.ExplorerConfig, "quick", {"k_max": 0})
+    with pytest.raises(KitError, match="record_gammas"):
+        C.build(C.ExplorerConfig, "quick", {"record_gammas": [1.5]})

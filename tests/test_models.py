@@ -118,3 +118,15 @@ def test_narrow_resnets_train_on_channels_last():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("split", ["layer1.0", "layer2.1", "layer3.2"])
+def test_running_a_prefix_then_the_rest_equals_the_forward(split):
+    torch.manual_seed(0)
+    model = models.resnet(20, 8, 1, 10).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model.run(model.run(x, stop=split), start=split), model(x))
+        assert torch.equal(model.run(x), model(x))
+    with pytest.raises(KitError, match="Unknown block 'layer4.0'"):
+        model.run(x, stop="layer4.0")

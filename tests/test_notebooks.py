@@ -38,14 +38,6 @@ def test_discover_orders_by_number():
     assert [p.name[:2] for p in pipeline.discover()] == sorted(p.name[:2] for p in NOTEBOOKS)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """Every numbered notebook, in order, through the pipeline on the smoke profile."""
-    out = tmp_path_factory.mktemp("smoke-run")
-    records = pipeline.run(profile="smoke", dataset="fashion-mnist", out=out)
-    return out, records
-
-
 def _runs():
     """(run name, notebook) of every run the pipeline makes: one per notebook, or one per variant."""
     return [(f"{p.stem}/{sub}" if sub else p.stem, p) for p in NOTEBOOKS
@@ -197,3 +189,22 @@ def test_notebook_05_on_a_run_folder_missing_inputs(smoke_run, tmp_path):
     table1 = (run / "05_figures" / "table1.md").read_text()
     assert "| Individual | – |" in table1 and "| NeuMeta | – |" in table1 and "| HTTY (ours) | 1 |" in table1
     assert (run / "05_figures" / "fig4_compression.png").is_file() and (run / "report.md").is_file()
+
+
+@pytest.mark.notebook
+def test_notebook_06_records_the_explorer_and_draws_its_default_view(smoke_run):
+    folder = smoke_run[0] / "06_gamma_explorer"
+    m = io.read_json(folder / "metrics.json")
+    cfg = C.build(C.ExplorerConfig, "smoke")
+    assert m["config"]["profile"] == "smoke" and m["eval_images"] == cfg.eval_images
+    assert set(m["explorer"]) == {"htty", "neumeta"} and "prune-l1" in m["methods"]
+    for method in m["explorer"].values():
+        assert list(method["accuracy"]) == [format(float(g), ".10g") for g in cfg.record_gammas]
+        assert all(0 <= a <= 1 for a in method["accuracy"].values())
+        assert method["parameters_ratio"]["0"] == 1.0 and method["parameters_ratio"]["0.5"] < 1
+    assert 0 <= m["default_view"]["accuracy"] <= 1 and m["first_update_seconds"] > 0
+    for name in ("explorer_default.png", "explorer_default.pdf", "kernel_morph.png"):
+        assert (folder / name).is_file(), name
+    executed = nbformat.read(folder / "06_gamma_explorer.ipynb", as_version=4)
+    state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert any(w["model_name"] == "FloatSliderModel" for w in state.values())  # the live panel, saved

@@ -1,4 +1,5 @@
 """Packaging and the command line: dependencies in step, no torchvision, one-sentence errors."""
+import os
 import re
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def test_kit_imports_without_torchvision():
 def test_help_lists_the_commands():
     out = _run("-m", "kit", "--help")
     assert out.returncode == 0
-    for command in ("pipeline", "train-prior", "bench", "data"):
+    for command in ("pipeline", "train-prior", "bench", "lab", "data"):
         assert command in out.stdout
 
 
@@ -42,8 +43,19 @@ def test_bad_input_is_one_sentence_without_traceback(tmp_path):
                         (("train-prior", "--profile", "smoke", "--depth", "21", "--out", str(tmp_path)), "6n+2"),
                         (("train-prior", "--profile", "smoke", "--dataset", "mnist", "--out", str(tmp_path)), "Unknown dataset"),
                         (("train-prior", "--profile", "smoke", "--set", "optim.lr=fast", "--out", str(tmp_path)), "must be float"),
-                        (("pipeline", "--profile", "smoke", "--only", "99", "--out", str(tmp_path)), "No notebook numbered")]:
+                        (("pipeline", "--profile", "smoke", "--only", "99", "--out", str(tmp_path)), "No notebook numbered"),
+                        (("bench", "explorer", "--checkpoint", str(tmp_path / "none.pt")), "No metamorphic checkpoint")]:
         out = _run("-m", "kit", *args)
         assert out.returncode == 2, (args, out.stderr)
         assert "Traceback" not in out.stderr and words in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_lab_opens_jupyterlab_on_the_notebooks_with_this_interpreter(monkeypatch):
+    import kit.cli
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    assert kit.cli.main(["lab", "--port", "8890", "--no-browser"]) == 0
+    root = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []  # JupyterLab refuses root without it
+    assert calls == [[sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}",
+                      "--ServerApp.port=8890", "--no-browser", *root]]
