@@ -1,4 +1,4 @@
-"""The γ explorer's computing side (notebook 06): the controls' settings → the numbers and the figure of one view.
+"""The γ explorer's computing side (notebook 06): the controls' settings → the numbers of one view.
 
 Paper 000 eq. 2: γ sets each metamorphic block's hidden width h = round((1 − γ)·H); Fig. 6: accuracy across γ with
 the training pool marked and unseen smaller (γ beyond the pool) and larger (γ < 0) networks; Tables 1–2: pruning
@@ -6,14 +6,15 @@ the same channels of the prior as the baseline. `Explorer(checkpoint)` loads a m
 metamorph.pt) and, where its run folder holds them, the other notebook-03 runs on the same blocks (NeuMeta, seeds,
 ablations) and notebook 04's pruning criteria: each a selectable `Method`. `view(Settings)` evaluates the network
 a method makes at γ on a fixed class-balanced subset of the test split and gives its parameters and MACs relative
-to that method's γ = 0 network, its widths and one kernel tensor; `figure(view)` draws the recorded accuracy-vs-γ
-curves with a marker at the current γ beside the kernel's heatmap. `kit.widgets.GammaExplorer` wraps these in
-ipywidgets; the tests and `python -m kit bench explorer` call them directly.
+to that method's γ = 0 network, its widths and one kernel tensor; `export` writes that network to a file.
+`kit.widgets` draws views and wraps them in ipywidgets (`GammaExplorer`); the tests and `python -m kit bench
+explorer` call both directly.
 
 Speed (an update must stay under 1 s on 2 CPU cores for the quick network): γ acts only through the integer
 widths, so everything a view computes is cached by (method, widths, K) and moving within one width is free; the
-INR's coordinates are cached per size (`WeightINR.coords`); the subset is fixed; pruning scores are computed once
-per criterion and reused for every γ (as notebook 04 does).
+INR's coordinates are cached per size (`WeightINR.coords`); the subset is fixed and the layers before the first
+metamorphic block, the same at every γ, are run on it once per method; pruning scores are computed once per
+criterion and reused for every γ (as notebook 04 does).
 """
 from __future__ import annotations
 
@@ -94,6 +95,19 @@ def evaluation_data(prior_config: dict, images: int, seed: int, device) -> D.Dat
 def run_folder_of(checkpoint: Path) -> Path | None:
     """The run folder of a checkpoint at <run>/03_incremental_metamorphosis/<variant>/metamorph.pt, else None."""
     return checkpoint.parents[2] if checkpoint.parent.parent.name == results.MORPH_FOLDER else None
+
+
+def default_checkpoint(run_dir: str | Path) -> Path:
+    """The run folder's main HTTY checkpoint: plain HTTY (no ablation, 1× epochs) on the most blocks, lowest seed —
+    `htty/` in quick, `htty-s0/` when the pipeline ran several seeds."""
+    run_dir = Path(run_dir)
+    runs = results.morph_runs(run_dir) if (run_dir / results.MORPH_FOLDER).is_dir() else {}
+    main = [(-len(m.get("blocks", [])), m.get("seed", 0), k) for k, m in runs.items() if results.label(m) == "htty"
+            and (run_dir / results.MORPH_FOLDER / k / "metamorph.pt").is_file()]
+    if not main:
+        raise KitError(f"No finished HTTY run (03_incremental_metamorphosis/htty*/metamorph.pt) in {run_dir}; run the "
+                       "pipeline (`make run`) or point CHECKPOINT at a metamorph.pt.")
+    return run_dir / results.MORPH_FOLDER / min(main)[2] / "metamorph.pt"
 
 
 def discover(checkpoint: Path, record: dict, blocks: list[str], run_dir: Path | None) -> tuple[dict[str, Method], dict]:
