@@ -85,7 +85,8 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
     images = labels = finetune_data = None  # loaded at the first row not already done
     todo = [(c, g) for c in cfg.criteria for g in cfg.prune_gammas]
     bar = tqdm(todo, desc="pruning", disable=not cfg.runtime.progress)
-    scores: dict[str, dict] = {}
+    fingerprint = score_fingerprint(prior, blocks, cfg.calibration_images, cfg.seed)
+    scores = saved_scores(out_dir, fingerprint)  # {criterion: {block: (hidden,)}}, kept in out_dir/scores.pt
     for criterion, gamma in bar:
         for finetuned in (False, True) if cfg.finetune_epochs else (False,):
             key = row_key(f"prune-{criterion}" + ("+ft" if finetuned else ""), gamma, cfg.seed)
@@ -96,6 +97,7 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
                 images, labels = calibration(data, cfg.calibration_images, cfg.seed)
             if criterion not in scores:  # once per criterion: scores do not depend on γ
                 scores[criterion] = prune.block_scores(prior.to(device), blocks, criterion, images, labels, cfg.seed)
+                io.save_torch({"fingerprint": fingerprint, "scores": scores}, Path(out_dir) / "scores.pt")
             model = prune.prune_to(prior, scores[criterion], gamma, images)
             seconds = 0.0
             if finetuned:
@@ -112,6 +114,21 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
             if on_row is not None:
                 on_row(key, row)
     return rows
+
+
+def score_fingerprint(prior: nn.Module, blocks: list[str], calibration_images: int, seed: int) -> dict:
+    """What channel scores depend on: the prior's weights, the blocks, the calibration draw."""
+    return {"prior": permute.state_digest(prior), "blocks": list(blocks), "calibration_images": calibration_images,
+            "seed": seed}
+
+
+def saved_scores(out_dir: str | Path, fingerprint: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """{criterion: {block: scores}} that notebook 04 saved in out_dir/scores.pt under this fingerprint ({} if none):
+    a rerun with new γ, and the γ explorer, reuse them instead of recomputing (the Hessian's 1,280 backward passes)."""
+    path = Path(out_dir) / "scores.pt"
+    saved = io.load_torch(path, "pruning scores") if path.is_file() else {}
+    return {c: {b: t.cpu() for b, t in v.items()} for c, v in saved.get("scores", {}).items()} \
+        if saved.get("fingerprint") == fingerprint else {}
 
 
 def finetune(model: nn.Module, data: D.Data, cfg: C.BaselineConfig, checkpoint: Path) -> tuple[nn.Module, float]:

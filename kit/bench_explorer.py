@@ -67,14 +67,17 @@ def bench_explorer(checkpoint: str | None = None, profile: str = "quick", device
         timed("one block", slider, min(slider.max, slider.value + 0.25) if slider.value < 0.5 else slider.value - 0.5)
     panel.per_block.value = False
     own = panel.method.value
+    first_use = {}
     for key in ex.methods:
         if key != own:
             timed("method, first", panel.method, key)
+            first_use[key] = panel.last_seconds
     for key in list(ex.methods)[::-1]:
         timed("method, again", panel.method, key)
     every = [t for ts in times.values() for t in ts]
     return {"checkpoint": str(path), "device": str(ex.device), "eval_images": len(ex.data.splits["test"]),
             "k_default": ex.methods[own].k, "k_max": ex.cfg.k_max, "methods": list(ex.methods), "first_update": first,
+            "method_first_use": first_use,
             "kinds": {k: {"updates": len(ts), "median": statistics.median(ts), "max": max(ts)} for k, ts in times.items()},
             "under_1s": sum(t < 1.0 for t in every), "updates": len(every),
             "under_1s_excluding_first_method": sum(t < 1.0 for k, ts in times.items() if k != "method, first" for t in ts),
@@ -87,6 +90,7 @@ def print_explorer(r: dict) -> None:
     print(f"{'update':<16}{'n':>4}{'median s':>10}{'max s':>8}")
     for kind, t in r["kinds"].items():
         print(f"{kind:<16}{t['updates']:>4}{t['median']:>10.3f}{t['max']:>8.3f}")
+    print("first switch to each method: " + ", ".join(f"{k} {t:.2f} s" for k, t in r["method_first_use"].items()))
     print(f"\nfirst view (building the panel's first picture): {r['first_update']:.2f} s")
     print(f"updates under 1 s: {r['under_1s']} of {r['updates']}; without the first switch to each method: "
           f"{r['under_1s_excluding_first_method']} of {r['updates_excluding_first_method']} (target: all, on 2 CPU "

@@ -7,7 +7,7 @@ A config is built from a named profile plus explicit overrides, never from loose
 Unknown keys, wrong types and unknown profiles stop with one sentence naming the problem.
 Profiles (`PROFILES`):
   smoke  seconds on a CPU; what the tests and the notebook smoke runs use
-  quick  the default main job (`make run`): the whole pipeline (01 → 05) in under 25 minutes on 2 CPU cores
+  quick  the default main job (`make run`): the whole pipeline (01 → 06) in under 25 minutes on 2 CPU cores
   full   a real Fashion-MNIST reproduction: CPU hours, GPU minutes
   paper  the papers' CIFAR-100 ResNet-56 settings (HTTY paper 000 sec. 4.1), for a GPU
 """
@@ -344,7 +344,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                      "runtime": {"progress": False}},
         "explorer": {"eval_images": 200, "k_max": 4, "record_gammas": [-0.25, 0.0, 0.5]},
     },
-    # quick fits the whole pipeline (01 → 05) in 25 minutes on 2 cores: its prior and the individually trained
+    # quick fits the whole pipeline (01 → 06) in 25 minutes on 2 cores: its prior and the individually trained
     # baselines see a class-balanced 20,000 of the training images, every notebook tests on a class-balanced 5,000
     # of the 10,000 test images (standard error ≈ 0.4 points at 90%), and one γ is trained individually.
     "quick": {

@@ -206,14 +206,18 @@ class Explorer:
         return self._prior[0]
 
     def _pruning_scores(self, m: Method) -> dict[str, torch.Tensor]:
-        """Notebook 04's scores of a criterion: its calibration images and seed, on its prior (computed once)."""
+        """Notebook 04's channel scores of a criterion: read from its scores.pt when they match its prior, blocks and
+        calibration draw, else computed the same way (once)."""
         from kit import baselines, prune
         criterion = m.key[len("prune-"):]
         if criterion not in self._scores:
             b = io.read_json(self.run_dir / "04_baselines" / "metrics.json", "metrics")["config"]
+            prior = self._prior_model(m).to(self.device)
+            fingerprint = baselines.score_fingerprint(prior, self.blocks, b["calibration_images"], b["seed"])
+            self._scores.update(baselines.saved_scores(self.run_dir / "04_baselines", fingerprint))
+        if criterion not in self._scores:  # a run folder from before scores.pt: compute them as notebook 04 did
             images, labels = baselines.calibration(self.data, b["calibration_images"], b["seed"])
-            self._scores[criterion] = prune.block_scores(self._prior_model(m).to(self.device), self.blocks, criterion,
-                                                         images, labels, b["seed"])
+            self._scores[criterion] = prune.block_scores(prior, self.blocks, criterion, images, labels, b["seed"])
         return self._scores[criterion]
 
     def network(self, method: str, gamma: metamorph.Gamma, k: int = 1) -> torch.nn.Module:

@@ -92,6 +92,20 @@ def test_pruning_reproduces_notebook_04(ex, smoke_run):
     assert wider.accuracy is None and "pruning only removes channels" in wider.note
 
 
+def test_pruning_scores_come_from_notebook_04s_file(ex, smoke_run):
+    folder = smoke_run[0] / "04_baselines"
+    b = io.read_json(folder / "metrics.json")["config"]
+    prior, _ = train.load_prior(smoke_run[0] / "01_prior_training" / "prior.pt")
+    fingerprint = baselines.score_fingerprint(prior, ex.blocks, b["calibration_images"], b["seed"])
+    saved = baselines.saved_scores(folder, fingerprint)
+    assert set(saved) == set(b["criteria"])
+    images, labels = baselines.calibration(ex.data, b["calibration_images"], b["seed"])
+    for criterion in ("l1", "hessian"):
+        fresh = prune.block_scores(prior, ex.blocks, criterion, images, labels, b["seed"])
+        assert all(torch.allclose(saved[criterion][blk], fresh[blk]) for blk in ex.blocks)
+    assert baselines.saved_scores(folder, {**fingerprint, "seed": b["seed"] + 1}) == {}  # another draw: recompute
+
+
 def test_pruning_takes_one_gamma_per_block():
     model = train.models.resnet(8, 8, 1, 10).eval()
     x = torch.randn(2, 1, 28, 28)
