@@ -88,7 +88,8 @@ def evaluation_data(prior_config: dict, images: int, seed: int, device) -> D.Dat
     test = data.splits["test"]
     if images and images < len(test):
         idx = D.balanced_order(test.labels.cpu(), torch.Generator().manual_seed(seed))[:images].sort().values
-        data.splits["test"] = D.Split(test.images[idx.to(test.labels.device)], test.labels[idx.to(test.labels.device)])
+        idx = idx.to(test.labels.device)
+        data.splits["test"] = D.Split(test.images[idx], test.labels[idx])
     return data
 
 
@@ -215,9 +216,9 @@ class Explorer:
             prior = self._prior_model(m).to(self.device)
             fingerprint = baselines.score_fingerprint(prior, self.blocks, b["calibration_images"], b["seed"])
             self._scores.update(baselines.saved_scores(self.run_dir / "04_baselines", fingerprint))
-        if criterion not in self._scores:  # a run folder from before scores.pt: compute them as notebook 04 did
-            images, labels = baselines.calibration(self.data, b["calibration_images"], b["seed"])
-            self._scores[criterion] = prune.block_scores(prior, self.blocks, criterion, images, labels, b["seed"])
+            if criterion not in self._scores:  # a run folder from before scores.pt: compute them as notebook 04 did
+                images, labels = baselines.calibration(self.data, b["calibration_images"], b["seed"])
+                self._scores[criterion] = prune.block_scores(prior, self.blocks, criterion, images, labels, b["seed"])
         return self._scores[criterion]
 
     def network(self, method: str, gamma: metamorph.Gamma, k: int = 1) -> torch.nn.Module:
