@@ -84,13 +84,7 @@ def evaluation_data(prior_config: dict, images: int, seed: int, device) -> D.Dat
     """The prior's dataset (its normalisation and splits) with the test split cut to a fixed class-balanced draw of
     `images` (0 = all): what every view is evaluated on."""
     from kit.metatrain import load_data_for
-    data = load_data_for(prior_config, device)
-    test = data.splits["test"]
-    if images and images < len(test):
-        idx = D.balanced_order(test.labels.cpu(), torch.Generator().manual_seed(seed))[:images].sort().values
-        idx = idx.to(test.labels.device)
-        data.splits["test"] = D.Split(test.images[idx], test.labels[idx])
-    return data
+    return load_data_for(prior_config, device, seed=seed, test_images=images)
 
 
 def run_folder_of(checkpoint: Path) -> Path | None:
@@ -192,7 +186,7 @@ class Explorer:
 
     def widths(self, gamma: metamorph.Gamma) -> dict[str, int]:
         """Hidden width of every metamorphic block at γ (the same h(γ) for every method)."""
-        return self.net.widths(dict(gamma) if isinstance(gamma, dict) else gamma)
+        return self.net.widths(gamma)
 
     # ---------------------------------------------------------------- networks
 

@@ -274,17 +274,18 @@ def _refuse_other_prior(checkpoint: Path, digest: str, smoothed_path, resume: bo
 
 
 def load_data_for(prior_config: dict, device: str | torch.device = "cpu", batch_size: int | None = None,
-                  train_images: int = 0, val_images: int = 0, seed: int = 0) -> D.Data:
+                  train_images: int = 0, val_images: int = 0, seed: int = 0, test_images: int = 0) -> D.Data:
     """The prior's dataset with the prior's validation split and normalisation (its seed and limits), e.g. for
-    record['prior_config'] of a metamorph.pt or record['config'] of a smoothed.pt. `train_images` / `val_images`
-    > 0 keep a class-balanced subset of those splits (drawn with `seed`); the test split is untouched."""
+    record['prior_config'] of a metamorph.pt or record['config'] of a smoothed.pt. `train_images` / `val_images` /
+    `test_images` > 0 keep a class-balanced subset of those splits (drawn with `seed`, in that order); test is
+    whole by default (the γ explorer evaluates a fixed subset of it)."""
     prior_cfg = C.from_dict(C.PriorConfig, prior_config)
     values = C.to_dict(prior_cfg.data)
     if batch_size:
         values["batch_size"] = batch_size
     data = D.load(C.from_dict(C.DataConfig, values), pick_device(str(device)), prior_cfg.seed)
     generator = torch.Generator().manual_seed(seed)
-    for split, keep in (("train", train_images), ("val", val_images)):
+    for split, keep in (("train", train_images), ("val", val_images), ("test", test_images)):
         full = data.splits[split]
         if keep and keep < len(full):
             idx = D.balanced_order(full.labels.cpu(), generator)[:keep].sort().values.to(full.labels.device)
