@@ -71,16 +71,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", default=None, help="which block setting to tabulate (default: the most common)")
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
-    p.add_argument("what", choices=["prior", "permute", "inr", "htty", "explorer"],
+    p.add_argument("what", choices=["prior", "permute", "inr", "htty", "prefit", "explorer"],
                    help="prior: training throughput against a bare PyTorch loop; "
                         "permute: ResNet-56 smoothing time and TV reduction against 2 s per group; "
                         "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code; "
                         "htty: one HTTY step (4 configurations) against 4 plain prior steps, and the INR's share; "
+                        "prefit: the pre-fit recipe's pre-fit per block, one step against one HTTY step, and its time "
+                        "to issue 15's acceptance in a run folder (--run); "
                         "explorer: the γ explorer's update latency on a metamorph.pt (default: the quick run's HTTY)")
     p.add_argument("--profile", default="quick", help="htty: the profile whose network and INR are timed (default quick)")
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", help="permute: smooth this prior.pt instead of fresh ResNet-56s; explorer: the "
                                         "metamorph.pt to explore")
+    p.add_argument("--run", default="results/quick-fashion-mnist",
+                   help="prefit: the run folder whose smoothed prior and records are read (default: make run's)")
     p.add_argument("--seconds-per-group", type=float, default=0.1, help="permute: the kit's budget (default 0.1)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="steps per round (default 20)")
@@ -164,6 +168,9 @@ def _dispatch(args) -> int:
         elif args.what == "htty":
             from kit import bench_htty
             bench_htty.print_htty(bench_htty.bench_htty(args.profile, args.device, rounds=args.rounds))
+        elif args.what == "prefit":
+            from kit import bench_prefit
+            bench_prefit.print_prefit(bench_prefit.bench_prefit(args.run, args.profile, args.device, args.rounds))
         elif args.what == "explorer":
             from kit import bench_explorer
             bench_explorer.print_explorer(bench_explorer.bench_explorer(args.checkpoint, args.profile, args.device))
@@ -255,6 +262,14 @@ def _summary(args) -> None:
             print(f"prior − HTTY at γ = 0: {100 * cmp['prior_gap']:.2f} points")
         for name, d in cmp["seen_to_between_drop"].items():
             print(f"seen → between drop, {name}: {100 * d:.2f} points")
+    verdicts = results.versus_null(summary)
+    if verdicts:
+        print("\nagainst the null control (the prior with the metamorphic blocks removed, tail retrained):")
+        for line in verdicts.values():
+            print("  " + line)
+    else:
+        print("\nno null control in this run folder (notebook 03 with METHOD='null'): without it nothing here says "
+              "whether the generated blocks carry function.")
     print("\ngenerated blocks at γ = 0 (α; branch scale ‖α·W2‖/‖W2*‖; relative error of conv2's kernel):")
     for variant, record in runs.items():
         report = record.get("block_report")  # recorded by notebook 03; older runs: computed from their checkpoint

@@ -70,6 +70,12 @@ def blocks_sweep(run: RunRecords, setting: str | None) -> plt.Figure:
                     label={"htty": "HTTY (its stages)", "neumeta": "NeuMeta"}[name])
     if run.prior:
         ax.axhline(100 * run.prior["test_accuracy"], color="k", ls="--", lw=1, label="prior")
+    null = {len(r["blocks"]): next(iter(r["accuracy"].values())) for r in run.morph.values()
+            if results.is_null(r) and (r["setting"] == setting or r["setting"].startswith(setting + ":"))}
+    if null:
+        ks = sorted(null)
+        ax.plot(ks, [100 * null[k] for k in ks], ls=":", marker="x", color="tab:gray",
+                label="null control (those blocks removed, tail retrained)")
     if len(curves["neumeta"]) < 2:
         ax.text(0.02, 0.03, "NeuMeta on fewer blocks: not run here (the full profile runs the sweep)",
                 transform=ax.transAxes, fontsize=8, color="tab:red")
@@ -96,14 +102,20 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
         ax_g.plot(xs_g, ys, **style)
         ax_p.plot(xs_p, ys, **{**style, "label": None})
 
-    for name, color in (("htty", "tab:blue"), ("neumeta", "tab:red")):
+    names = {"htty": "HTTY (paper 000)", "neumeta": "NeuMeta", "prefit": "pre-fit recipe (kit)"}
+    for name, color in (("htty", "tab:blue"), ("neumeta", "tab:red"), ("prefit", "tab:purple")):
         rs = _runs(run, setting, name) if setting else []
         if rs:
             curve = _mean_curve(run, setting, name)
             gs = [g for g in sorted(curve, key=float) if float(g) >= 0]
             draw([float(g) for g in gs], [rel(rs[0]["cost"][g]["parameters"]) for g in gs],
-                 [100 * curve[g] for g in gs], marker="o", lw=2.5 if name == "htty" else 1.5, color=color,
-                 label={"htty": "HTTY", "neumeta": "NeuMeta"}[name] + (f" ({len(rs)} seeds)" if len(rs) > 1 else ""))
+                 [100 * curve[g] for g in gs], marker="o", lw=2.5 if name != "neumeta" else 1.5, color=color,
+                 label=names[name] + (f" ({len(rs)} seeds)" if len(rs) > 1 else ""))
+    null = results.null_accuracy(run.morph, setting) if setting else None
+    if null is not None:
+        for ax in (ax_g, ax_p):
+            ax.axhline(100 * null, color="tab:gray", ls=":", lw=1.5,
+                       label="null control (blocks removed, tail retrained)" if ax is ax_g else None)
     if base is not None:
         palette = dict(zip(("random", "l1", "l2", "taylor", "hessian"), sns.color_palette("Set2", 5)))
         for method in dict.fromkeys(r["method"] for r in base["rows"] if r["family"] == "pruning"):
@@ -134,12 +146,14 @@ def dense_gamma(run: RunRecords, setting: str | None) -> plt.Figure:
     if not htty:
         return note_figure(title, "No HTTY run for this setting: run notebook 03 with METHOD='htty'.")
     others = {}
-    for name, shown in (("htty ×3 epochs", "HTTY, ×3 epochs (extended training)"), ("neumeta", "NeuMeta")):
+    for name, shown in (("htty ×3 epochs", "HTTY, ×3 epochs (extended training)"), ("neumeta", "NeuMeta"),
+                        ("prefit", "pre-fit recipe (kit)")):
         if _runs(run, setting, name):
             others[shown] = _mean_curve(run, setting, name)
     fig = plots.accuracy_vs_gamma(_mean_curve(run, setting, "htty"), htty[0]["kind"], htty[0]["config"]["gamma_max"],
                                   run.prior["test_accuracy"] if run.prior else None, title, others=others,
-                                  label="HTTY" + (f" (mean of {len(htty)} seeds)" if len(htty) > 1 else ""))
+                                  label="HTTY" + (f" (mean of {len(htty)} seeds)" if len(htty) > 1 else ""),
+                                  null=results.null_accuracy(run.morph, setting))
     if "HTTY, ×3 epochs (extended training)" not in others:
         fig.axes[0].text(0.02, 0.03, "extended training (×3 epochs): not run here (the full profile runs it)",
                          transform=fig.axes[0].transAxes, fontsize=8)

@@ -32,7 +32,8 @@ import torch.nn as nn
 from kit.errors import KitError
 from kit.mlpbank import MLPBank
 
-__all__ = ["MAX_SAFE_FREQS", "coordinates", "fourier_features", "TensorSpec", "WeightINR", "MLPBank"]
+__all__ = ["MAX_SAFE_FREQS", "SIZE_ENCODINGS", "coordinates", "fourier_features", "size_columns", "TensorSpec",
+           "WeightINR", "MLPBank"]
 
 MAX_SAFE_FREQS = 16  # 2^15·π·x still has ~1e-2 rad float32 resolution at x≈1; beyond that features are noise
 
@@ -66,6 +67,16 @@ def fourier_features(x: torch.Tensor, num_freqs: int) -> torch.Tensor:
     return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
 
 
+SIZE_ENCODINGS = ("absolute", "offset")
+
+
+def size_columns(num_freqs: int) -> list[int]:
+    """Columns of `fourier_features` that carry the size coordinates O/O_ref, I/I_ref (d = 4, 5): features are
+    [x (6), sin(2^k π x_d) at 6 + d·F + k, cos(2^k π x_d) at 6 + 6F + d·F + k]."""
+    f = num_freqs
+    return [4, 5] + [6 + off + d * f + k for off in (0, 6 * f) for d in (4, 5) for k in range(f)]
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One generated parameter tensor at the prior's size: what the INR's coordinates are relative to."""
@@ -84,7 +95,7 @@ class WeightINR(nn.Module):
     differentiable with respect to the INR's parameters."""
 
     def __init__(self, specs: list[TensorSpec], hidden: int = 256, depth: int = 4, activation: str = "relu",
-                 num_freqs: int = 10, gate_init: float = 0.1, disentangled: bool = False):
+                 num_freqs: int = 10, gate_init: float = 0.1, disentangled: bool = False, size_encoding: str = "absolute"):
         super().__init__()
         if not specs:
             raise KitError("An INR needs at least one tensor to generate; the metamorphic setting selected none.")
@@ -92,7 +103,17 @@ class WeightINR(nn.Module):
         if bad:
             raise KitError(f"Unknown generated tensor kind {bad[0]!r}; use 'kernel' or 'bias'.")
         fourier_features(torch.zeros(1, 6), num_freqs)  # validates num_freqs in one sentence
+        if size_encoding not in SIZE_ENCODINGS:
+            raise KitError(f"Unknown size encoding {size_encoding!r}; choose one of {', '.join(SIZE_ENCODINGS)}.")
         self.specs, self.num_freqs, self.disentangled = list(specs), num_freqs, disentangled
+        # 'offset': the size features (O/O_ref, I/I_ref and their Fourier features) minus their value at the prior's
+        # size, so the prior's size reaches the MLP through them as exactly 0 and their weights only act at other sizes
+        offset = torch.zeros(6 * (1 + 2 * num_freqs))
+        if size_encoding == "offset":
+            cols = size_columns(num_freqs)
+            offset[cols] = fourier_features(torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]]), num_freqs)[0, cols]
+        self.size_encoding = size_encoding
+        self.register_buffer("size_offset", offset, persistent=False)  # (in_dim,), subtracted from every input row
         self.kernels = [i for i, s in enumerate(specs) if s.kind == "kernel"]
         self.biases = [i for i, s in enumerate(specs) if s.kind == "bias"]
         self.row = {i: r for group in (self.kernels, self.biases) for r, i in enumerate(group)}  # slot → row in its bank
@@ -124,13 +145,14 @@ class WeightINR(nn.Module):
                 u = torch.rand(len(x), 2, device=device, generator=generator) - 0.5
                 step = torch.tensor([1.0 / out_size, 1.0 / in_size if in_size > 1 else 0.0], device=device)
                 x = torch.cat([x[:, :1], x[:, 1:3] + noise * u * step, x[:, 3:]], dim=1)
-            feats.append(fourier_features(x, self.num_freqs))
+            feats.append(fourier_features(x, self.num_freqs) - self.size_offset)
         return feats
 
     def forward(self, sizes: list[tuple[int, int]], noise: float = 0.0, generator: torch.Generator | None = None,
-                chunk: int = 1 << 15, slots: list[int] | None = None) -> list[torch.Tensor]:
+                chunk: int = 1 << 15, slots: list[int] | None = None, sizes_only: bool = False) -> list[torch.Tensor]:
         """The tensors `slots` (every spec when None) at the given (out, in) sizes, one size per slot, in that order:
-        kernels (out, in, k, k), biases (out,). Unlisted slots are not evaluated at all (incremental training)."""
+        kernels (out, in, k, k), biases (out,). Unlisted slots are not evaluated at all (incremental training).
+        `sizes_only`: the same values, but gradient reaches only the first-layer weights of the size features."""
         slots = list(range(len(self.specs))) if slots is None else list(slots)
         if len(sizes) != len(slots):
             raise KitError(f"Got sizes for {len(sizes)} tensors but asked for {len(slots)}.")
@@ -144,7 +166,11 @@ class WeightINR(nn.Module):
             wanted = [i for i in members if i in size]
             if not wanted:
                 continue
-            raw = bank.run(self._inputs(wanted, size, noise, generator, device), chunk, [self.row[i] for i in wanted])
+            learn = None
+            if sizes_only:
+                learn = torch.zeros(bank.w_in.shape[1], device=device)
+                learn[size_columns(self.num_freqs)] = 1.0
+            raw = bank.run(self._inputs(wanted, size, noise, generator, device), chunk, [self.row[i] for i in wanted], learn)
             for i, r in zip(wanted, raw):  # kernels decoded; a bias is the first output (NeuMeta) or the only one
                 out[i] = self._decode_kernel(r, *size[i], self.specs[i].kernel) if self.specs[i].kind == "kernel" else r[:, 0]
         return [out[i] for i in slots]
@@ -160,6 +186,21 @@ class WeightINR(nn.Module):
             bank = self.kernel_bank if self.specs[b].kind == "kernel" else self.bias_bank
             other = None if source is None else (source.kernel_bank if self.specs[b].kind == "kernel" else source.bias_bank)
             bank.copy_rows(self.row[a], self.row[b], other)
+
+    @torch.no_grad()
+    def neutralise_sizes(self, slots: list[int]) -> None:
+        """Zero the first-layer weights of the size features O/O_ref, I/I_ref (and their Fourier features) of the MLPs
+        of `slots`, folding their value at the prior's size (both ratios 1) into the first-layer bias. The MLPs'
+        output at the prior's size is unchanged; at another size it starts as the same function of the index
+        coordinates, i.e. a resampling of what was fitted (issue 15, `MorphConfig.size_features`)."""
+        f, cols = self.num_freqs, size_columns(self.num_freqs)
+        for i in slots:
+            bank = self.kernel_bank if self.specs[i].kind == "kernel" else self.bias_bank
+            w, r = bank.w_in, self.row[i]  # w: (count, in_dim, hidden)
+            at_prior = fourier_features(torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], device=w.device), f)[0, cols]
+            at_prior = at_prior - self.size_offset[cols]  # what the MLP sees at the prior's size (0 when 'offset')
+            bank.b_in[r, 0] += at_prior.to(w.dtype) @ w[r, cols]  # (hidden,)
+            w[r, cols] = 0.0
 
     def _decode_kernel(self, raw: torch.Tensor, out_size: int, in_size: int, k: int) -> torch.Tensor:
         """(out·in, k_max²) → (out, in, k, k): the spatial centre k×k of each k_max×k_max kernel, / fan-in."""

@@ -118,7 +118,7 @@ class MetamorphicNet(nn.Module):
     """A BN-folded prior whose `blocks` get their conv1/conv2 kernels and biases from a `WeightINR`."""
 
     def __init__(self, prior: models.ResNet, blocks: Sequence[str], inr: C.INRConfig, noise: float = 1.0,
-                 alpha_scaling: bool = False, train_tail: bool = False):
+                 alpha_scaling: bool = False, train_tail: bool = False, alpha_init: float = 0.0):
         super().__init__()
         if prior.arch["batchnorm"]:
             raise KitError("A metamorphic network needs a BN-folded prior (notebook 02's smoothed.pt, or models.fold_bn).")
@@ -136,12 +136,14 @@ class MetamorphicNet(nn.Module):
                       TensorSpec(f"{b}.conv2.weight", "kernel", c2.out_channels, c2.in_channels, c2.kernel_size[0]),
                       TensorSpec(f"{b}.conv2.bias", "bias", c2.out_channels, 1)]
         self.specs = specs
-        self.inr = WeightINR(specs, inr.hidden, inr.depth, inr.activation, inr.num_freqs, inr.gate_init, inr.disentangled)
+        self.inr = WeightINR(specs, inr.hidden, inr.depth, inr.activation, inr.num_freqs, inr.gate_init, inr.disentangled,
+                             inr.size_encoding)
         if alpha_scaling:
             for b in self.blocks:
                 parent, _, index = b.rpartition(".")
                 modules[parent][int(index)] = ScaledBlock(modules[b])
-            self.alpha = nn.Parameter(torch.zeros(len(self.blocks)))  # one α per block, shared by every γ; SkipInit
+            # one α per block, shared by every γ: 0 = SkipInit (paper 000), 1 = the folded prior's own scale
+            self.alpha = nn.Parameter(torch.full((len(self.blocks),), float(alpha_init)))
         # The directly trained tail (HTTY sec. 3.1): the final block unless it is generated, and the classifier.
         final = [n for n, _ in self.skeleton.blocks()][-1]
         tail = [] if not train_tail else ([] if final in self.blocks else
@@ -226,10 +228,13 @@ class MetamorphicNet(nn.Module):
 
     # ---------------------------------------------------------------- weights
 
-    def generate(self, gamma: Gamma = 0.0, noise: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The generated tensors of the active blocks at γ (differentiable), with `noise` index steps of coordinate noise."""
+    def generate(self, gamma: Gamma = 0.0, noise: float = 0.0, generator: torch.Generator | None = None,
+                 sizes_only: bool = False) -> dict[str, torch.Tensor]:
+        """The generated tensors of the active blocks at γ (differentiable), with `noise` index steps of coordinate noise
+        (`sizes_only`: differentiable only in the INR's size-feature weights, `WeightINR.forward`)."""
         slots = self.active_slots
-        return dict(zip((self.specs[i].name for i in slots), self.inr(self.sizes(gamma), noise, generator, slots=slots)))
+        return dict(zip((self.specs[i].name for i in slots),
+                        self.inr(self.sizes(gamma), noise, generator, slots=slots, sizes_only=sizes_only)))
 
     def average(self, gamma: Gamma = 0.0, k: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
         """Mean of k generations at γ, the first without noise (evaluation, paper 002 sec. 3.3)."""

@@ -16,6 +16,12 @@ sec. 4). HTTY's components, each a switch of `MorphConfig`:
     the first is always γ = 0 so that R acts on every step (the loop's accumulation, `train.run_epoch`);
   - disentangled biases (sec. 3.5): the INR's scalar-output bias bank;
   - the tail (sec. 3.1): the final block (unless generated) and the classifier, trained directly for every γ.
+The kit's own switches (issue 15; `METHOD_SWITCHES['prefit']` and the null control `METHOD_SWITCHES['null']`):
+  - pre-fit (`kit.prefit`): a block's INRs are fitted to the prior's tensors when the block joins;
+  - neutral size features (`WeightINR.neutralise_sizes`), α starting at `alpha_init`;
+  - `loss.distill`: part of the task term is KL to the prior's own logits (the frozen skeleton is the teacher);
+  - `loss.reconstruction_kind` 'relative': R as the squared relative error per tensor;
+  - `train_inr=False` (the null control): α ≡ 0 removes the blocks; only the tail trains, on HTTY's tail budget.
 AdamW, warm-up (first stage) then constant, gradient clipping by norm, an EMA of every trained tensor.
 After each epoch the EMA state is validated at `select_gammas` (K = k_select) on the validation split
 (never on test, which the reference code selected on); each stage continues from the previous stage's
@@ -38,18 +44,24 @@ from tqdm.auto import tqdm
 
 from kit import config as C
 from kit import data as D
-from kit import io, metamorph, models, permute, train
+from kit import io, metamorph, models, permute, results, train
+from kit.prefit import block_slots, prefit, relative_squared_error
 from kit.errors import KitError
 from kit.runtime import pick_device, provenance, seed_everything
 
 
-def reconstruction_loss(weights: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean over tensors of mean((W − W*)² · (|W*| + 1e-6) / max(|W*| + 1e-6)): large prior weights count most."""
+def reconstruction_loss(weights: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                        kind: str = "weighted") -> torch.Tensor:
+    """R, a mean over tensors. 'weighted': mean((W − W*)² · (|W*| + 1e-6) / max(|W*| + 1e-6)), large prior weights
+    count most (NeuMeta's code); 'relative': ‖W − W*‖² / ‖W*‖², the squared relative error the block report shows."""
     terms = []
     for name, w in weights.items():
         t = targets[name].to(w.device, torch.float32)  # float32 even under bf16 autocast: the target is exact
-        m = t.abs() + 1e-6
-        terms.append(((w.float() - t).square() * (m / m.max())).mean())
+        if kind == "relative":
+            terms.append(relative_squared_error(w, t))
+        else:
+            m = t.abs() + 1e-6
+            terms.append(((w.float() - t).square() * (m / m.max())).mean())
     return torch.stack(terms).mean()
 
 
@@ -65,7 +77,7 @@ class MorphTask(train.Task):
         self.updates = 0  # optimiser steps of this stage so far (the EMA's warm-up counts them)
 
     def _trained(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return [(n, p) for n, p in self.module.named_parameters() if not n.startswith("skeleton.")]
+        return [(n, p) for n, p in self.module.named_parameters() if not n.startswith("skeleton.") and p.requires_grad]
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Decay on the INR's weight matrices (w_*) and the tail's kernels; α and the tail at their own lr."""
@@ -90,13 +102,27 @@ class MorphTask(train.Task):
             gamma = 0.0  # HTTY sec. 3.4: every step holds the prior's size, so reconstruction always acts
         else:
             gamma = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.draws))]
-        weights = net.generate(gamma, noise=cfg.coordinate_noise)
+        if not cfg.train_inr:  # the null control: α ≡ 0 removes the blocks, so their weights never matter
+            loss, logits = self._task_loss(net(x, 0.0, self.targets), y)
+            return self.cfg.loss.task * loss, logits
+        weights = net.generate(gamma, noise=cfg.coordinate_noise, sizes_only=cfg.width_updates == "sizes" and gamma != 0)
         logits = net(x, gamma, weights)
-        loss = cfg.loss.task * F.cross_entropy(logits, y)
+        loss = cfg.loss.task * self._task_loss(logits, y, x)[0]
         if cfg.loss.regularization:
             loss = loss + cfg.loss.regularization * sum(w.float().norm() for w in weights.values())
         if gamma == 0 and cfg.loss.reconstruction:
-            loss = loss + cfg.loss.reconstruction * reconstruction_loss(weights, self.targets)
+            loss = loss + cfg.loss.reconstruction * reconstruction_loss(weights, self.targets, cfg.loss.reconstruction_kind)
+        return loss, logits
+
+    def _task_loss(self, logits, y, x=None):
+        """(1 − d)·CE + d·KL(prior ‖ net), d = loss.distill; the prior's logits come from the frozen skeleton."""
+        d = self.cfg.loss.distill
+        loss = F.cross_entropy(logits, y) if d < 1 else logits.new_zeros(())
+        if d > 0 and x is not None:
+            with torch.no_grad():
+                teacher = F.log_softmax(self.module.skeleton(x).float(), dim=1)  # (B, classes)
+            kd = F.kl_div(F.log_softmax(logits.float(), dim=1), teacher, log_target=True, reduction="batchmean")
+            loss = (1 - d) * loss + d * kd
         return loss, logits
 
     @torch.no_grad()
@@ -108,8 +134,14 @@ class MorphTask(train.Task):
                 self.ema[name].lerp_(p.detach(), 1 - decay)
 
     def epoch_log(self) -> dict:
+        """α, branch scale and relative error per generated tensor of the evaluated (EMA) weights, each epoch: the
+        evidence of notebook 07 on whether the generated blocks carry the prior's function."""
+        with self.ema_weights():
+            report = results.block_report(self.module)
+        rows = {f"{key.replace('error ', 'error@' + b + '.') if key.startswith('error') else key + '@' + b}": v
+                for b, row in report.items() for key, v in row.items() if key != "alpha"}
         alpha = {f"alpha@{b}": a for b, a in self.module.alphas().items()}
-        return {"stage": self.stage, "active_blocks": self.module.active, **alpha}
+        return {"stage": self.stage, "active_blocks": self.module.active, "updates": self.updates, **alpha, **rows}
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -185,19 +217,29 @@ def stage_plan(cfg: C.MorphConfig, blocks: int) -> list[tuple[int, int]]:
     return [(k, epochs) for k in range(1, blocks + 1)] if cfg.incremental else [(blocks, epochs * blocks)]
 
 
-def begin_stage(net: metamorph.MetamorphicNet, active: int, inr_init: bool, initial: dict[str, torch.Tensor]) -> None:
+def begin_stage(net: metamorph.MetamorphicNet, active: int, inr_init: bool, initial: dict[str, torch.Tensor],
+                cfg: C.MorphConfig | None = None, stage: int = 1, fit: bool = True) -> dict:
     """Make the first `active` blocks generated. The MLPs of a block added now start as copies of its predecessor's
-    (INR initialisation, paper 000 sec. 3.3) or from their own initial weights `initial` (an INR state_dict)."""
-    added = range(net.active, active)  # blocks new to generation (0-based)
+    (INR initialisation, paper 000 sec. 3.3) or from their own initial weights `initial` (an INR state_dict). With
+    `cfg.prefit`, those MLPs are then fitted to the prior's tensors (`prefit`; the predecessor's copy is its warm
+    start); `fit=False` skips that work when a saved stage checkpoint will replace the state anyway.
+    Returns {block: pre-fit record} of the blocks fitted now."""
+    added = range(0 if stage == 1 else net.active, active)  # blocks new to generation (0-based); in stage 1 the
+    # blocks already active hold their own initial weights (reloading them is a no-op), but the pre-fit is due
     net.set_active(active)
+    records = {}
     for block in added:
-        slots = [4 * block + j for j in range(4)]  # conv1 W, conv1 b, conv2 W, conv2 b
+        slots = block_slots(block)
         if inr_init and block > 0:
             net.inr.copy_slots([(s - 4, s) for s in slots])
         else:
             fresh = copy.deepcopy(net.inr)
             fresh.load_state_dict(initial)
             net.inr.copy_slots([(s, s) for s in slots], source=fresh)
+        if cfg is not None and cfg.prefit and fit:
+            records[net.blocks[block]] = prefit(net, slots, cfg.prefit_steps, cfg.prefit_lr, cfg.prefit_noise,
+                                                cfg.seed * 1000 + 100 * stage + block, cfg.runtime.progress)
+    return records
 
 
 def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Path, resume: bool = True,
@@ -212,7 +254,8 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     data = load_data_for(record["config"], device, cfg.batch_size, cfg.train_images, cfg.val_images, cfg.seed)
     generator = seed_everything(cfg.seed)
     net = metamorph.MetamorphicNet(prior, metamorph.blocks_for(prior, cfg.setting), cfg.inr, cfg.coordinate_noise,
-                                   cfg.alpha_scaling, cfg.train_tail)
+                                   cfg.alpha_scaling, cfg.train_tail, cfg.alpha_init)
+    net.inr.requires_grad_(cfg.train_inr)
     for gamma in {*metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size), *cfg.select_gammas, *cfg.gammas_eval}:
         net.widths(gamma)  # every γ this run will build is checked now, not after an epoch
     net.to(device)
@@ -223,10 +266,27 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     history, stages, seconds = [], [], 0.0
     plan = stage_plan(cfg, len(net.blocks))
     for stage, (active, epochs) in enumerate(tqdm(plan, desc=f"{cfg.method} stages", disable=not cfg.runtime.progress), 1):
-        begin_stage(net, active, cfg.incremental and cfg.inr_init, initial)
-        task = MorphTask(net, cfg, stage)
         checkpoint = out_dir / f"checkpoint_stage{stage}.pt"
         _refuse_other_prior(checkpoint, digest, smoothed_path, resume)
+        fitted = out_dir / f"prefit_stage{stage}.json"  # the pre-fit's record; its state lives in the checkpoint
+        again = not (resume and checkpoint.exists() and fitted.exists())
+        added = range(0 if stage == 1 else net.active, active)
+        records = begin_stage(net, active, cfg.incremental and cfg.inr_init, initial, cfg, stage, again)
+        probe = {}
+        if cfg.size_features == "neutral" and again:
+            # what the neutral size features change before any task training: validation accuracy at the selection
+            # γ (K = 1) with the fitted INR as it is, then with the size features folded (notebook 07's evidence)
+            look = lambda: evaluate_gammas(net, data, cfg.select_gammas, 1, "val", cfg.runtime, cfg.seed)
+            probe["paper sizes"] = look() if cfg.prefit else None
+            for block in added:
+                net.inr.neutralise_sizes(block_slots(block))
+            probe["neutral sizes"] = look() if cfg.prefit else None
+        if cfg.prefit:
+            if again:
+                io.write_json({"blocks": records, "probe": probe}, fitted)
+            saved = io.read_json(fitted, "pre-fit record")
+            records, probe = saved["blocks"], saved["probe"]
+        task = MorphTask(net, cfg, stage)
         optim = dataclasses.replace(cfg.optim, epochs=epochs, warmup_epochs=cfg.optim.warmup_epochs if stage == 1 else 0.0)
         done = len(history)
         fit = train.fit(task, data, optim, cfg.runtime, checkpoint, generator, resume,
@@ -239,7 +299,9 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         acc = evaluate_gammas(net, data, cfg.select_gammas, cfg.k_select, "test", cfg.runtime, cfg.seed)
         stages.append({"stage": stage, "blocks": net.active_blocks, "epochs": epochs, "best_epoch": fit.best_epoch,
                        "val_accuracy": fit.history[fit.best_epoch - 1]["val_accuracy"], "test_accuracy": acc,
-                       "alpha": net.alphas(), "seconds": fit.seconds})
+                       "alpha": net.alphas(), "seconds": fit.seconds, "prefit": records, "after_prefit": probe,
+                       "prefit_seconds": sum(r["seconds"] for r in records.values())})
+        seconds += sum(r["seconds"] for r in records.values())  # the pre-fit is training time too
     t0 = time.perf_counter()
     accuracy = evaluate_gammas(net, data, cfg.gammas_eval, cfg.k_samples, "test", cfg.runtime, cfg.seed)
     prior_acc = train.evaluate(prior, data, "test", cfg.runtime)["accuracy"]
@@ -255,8 +317,9 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         "eval_seconds": time.perf_counter() - t0, "inr_parameters": models.count_parameters(net.inr),
         "generated_parameters": sum(t.numel() for t in net.prior_tensors().values()),
         "blocks": net.blocks, "pool": pool, "method": cfg.method, "ablation": cfg.ablation, "setting": cfg.setting,
-        "switches": {k: getattr(cfg, k) for k in ("incremental", "alpha_scaling", "accumulate", "inr_init", "train_tail")}
-        | {"disentangled": cfg.inr.disentangled},
+        "switches": {k: getattr(cfg, k) for k in ("incremental", "alpha_scaling", "accumulate", "inr_init", "train_tail",
+                                                   "train_inr", "alpha_init", "prefit", "size_features")}
+        | {"disentangled": cfg.inr.disentangled, "reconstruction_kind": cfg.loss.reconstruction_kind},
     }
     path = net.save(out_dir / "metamorph.pt", config=C.to_dict(cfg), prior_config=record["config"],
                     dataset=data.name, input_shape=data.input_shape, skeleton_digest=digest, metrics=metrics,

@@ -97,10 +97,18 @@ class MLPBank(nn.Module):
         b = torch.empty(count, 1, fan_out).uniform_(-bound, bound)
         return nn.Parameter(w), nn.Parameter(b)
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """(count', N, in) → (count', N, out) for the MLPs `index` (all of them, in order, when None)."""
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None, learn: torch.Tensor | None = None) -> torch.Tensor:
+        """(count', N, in) → (count', N, out) for the MLPs `index` (all of them, in order, when None). With `learn`
+        (an (in,) 0/1 mask of input columns), gradient reaches only the first-layer weights of those columns: the
+        values are unchanged, every other parameter is treated as a constant."""
         pick = (lambda p: p) if index is None else (lambda p: p.index_select(0, index))
-        h = _act(torch.baddbmm(pick(self.b_in), x, pick(self.w_in)), self.activation)
+        if learn is None:
+            w_in = pick(self.w_in)
+        else:
+            full = pick(self.w_in)
+            w_in = full.detach() + (full - full.detach()) * learn[:, None]  # (count', in, hidden): grad only on `learn`
+            pick = (lambda p: p.detach()) if index is None else (lambda p: p.detach().index_select(0, index))
+        h = _act(torch.baddbmm(pick(self.b_in), x, w_in), self.activation)
         gates = pick(self.gates)
         for j, (w, b) in enumerate(zip(self.w_hidden, self.b_hidden)):
             h = _ResidualBlock.apply(h, pick(w), pick(b), gates[:, j], self.activation)
@@ -113,7 +121,8 @@ class MLPBank(nn.Module):
             h = h + self.gates[index, j] * _act(h @ w[index] + b[index], self.activation)
         return h @ self.w_out[index] + self.b_out[index]
 
-    def run(self, inputs: list[torch.Tensor], chunk: int = 1 << 15, which: list[int] | None = None) -> list[torch.Tensor]:
+    def run(self, inputs: list[torch.Tensor], chunk: int = 1 << 15, which: list[int] | None = None,
+            learn: torch.Tensor | None = None) -> list[torch.Tensor]:
         """MLP which[i] (i itself when which is None) on its own rows inputs[i] (N_i, in). Inputs of equal length
         go through one batched pass (no padding: tensors of other sizes form their own group), `chunk` rows at a time."""
         which = list(range(self.count)) if which is None else list(which)
@@ -128,7 +137,7 @@ class MLPBank(nn.Module):
             mlps = [which[i] for i in members]
             index = None if mlps == list(range(self.count)) else torch.tensor(mlps, device=inputs[0].device)
             x = torch.stack([inputs[i] for i in members])  # (members, length, in)
-            y = torch.cat([self(x[:, s:s + chunk], index) for s in range(0, length, chunk)], dim=1)
+            y = torch.cat([self(x[:, s:s + chunk], index, learn) for s in range(0, length, chunk)], dim=1)
             for k, i in enumerate(members):
                 out[i] = y[k]
         return out

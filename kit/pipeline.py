@@ -45,20 +45,28 @@ SEEDS = {"full": 3, "paper": 3}  # default seeds of HTTY and NeuMeta per profile
 def variants(stem: str, profile: str, seed: int = 0, seeds: int | None = None) -> list[tuple[str, dict]]:
     """[(sub-folder, extra parameters)]: the runs the pipeline makes of a notebook ([('', {})]: one, in its folder).
 
-    Notebook 03 runs HTTY and NeuMeta over `seeds` seeds (None: SEEDS's default for the profile), both on the
-    setting's first block alone (paper 000 Table 2), plus, in `full` and `paper`, NeuMeta on the first k metamorphic
-    blocks for every smaller k (the Fig. 4 sweep; HTTY's own stages give its curve), one run per ablation row of
-    paper 000 Table 1 and HTTY with 3× the epochs (Fig. 6)."""
+    Notebook 03 runs the null control (blocks removed, tail retrained; evaluated once: it has no γ), HTTY, NeuMeta
+    and the kit's 'prefit' recipe over `seeds` seeds (None: SEEDS's default for the profile); the null control, HTTY
+    and NeuMeta on the setting's first block alone (paper 000 Table 2); plus, in `full` and `paper`, NeuMeta on the
+    first k metamorphic blocks for every smaller k (the Fig. 4 sweep; HTTY's own stages give its curve), one run per
+    ablation row of paper 000 Table 1 and of the prefit recipe, and HTTY with 3× the epochs (Fig. 6)."""
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise KitError(f"The number of seeds must be an integer ≥ 1; got {seeds!r}.")
+    seeds = SEEDS.get(profile, 1) if seeds is None else seeds
+    tag = (lambda s: f"-s{s}") if seeds > 1 else (lambda s: "")
+    if stem == "07_why_blocks_switch_off":  # the study reads the first seed's runs of notebook 03
+        return [("", {"PAPER": f"htty{tag(seed)}", "OURS": f"prefit{tag(seed)}", "NULL": f"null{tag(seed)}",
+                      "BASELINE": f"neumeta{tag(seed)}"})]
     if stem != "03_incremental_metamorphosis":
         return [("", {})]
     from kit import config as C
     from kit import metamorph, models
-    seeds = SEEDS.get(profile, 1) if seeds is None else seeds
-    tag = (lambda s: f"-s{s}") if seeds > 1 else (lambda s: "")
-    runs = [(f"{m}{tag(seed + i)}", {"METHOD": m, "SEED": seed + i}) for m in ("htty", "neumeta") for i in range(seeds)]
     prior, morph = C.build(C.PriorConfig, profile), C.build(C.MorphConfig, profile)
+    # the null control first (its γ-independent accuracy is one evaluation), so every later run's plot can draw it
+    runs = [(f"null{tag(seed + i)}", {"METHOD": "null", "SEED": seed + i, "GAMMAS_EVAL": [0.0]}) for i in range(seeds)]
+    runs.append(("null-blocks1", {"METHOD": "null", "SETTING": f"{morph.setting}:1", "GAMMAS_EVAL": [0.0], "SEED": seed}))
+    runs += [(f"{m}{tag(seed + i)}", {"METHOD": m, "SEED": seed + i}) for m in ("htty", "neumeta", "prefit")
+             for i in range(seeds)]
     with_blocks = metamorph.blocks_for(models.resnet(prior.model.depth, prior.model.width), morph.setting)
     sweep = range(1, len(with_blocks)) if profile in SEEDS else [1][:len(with_blocks) - 1]  # k < all blocks
     # one block (paper 000 Table 2) in every profile; HTTY's stages give its Fig. 4 curve, NeuMeta sweeps k
@@ -69,7 +77,8 @@ def variants(stem: str, profile: str, seed: int = 0, seeds: int | None = None) -
     runs += [(f"neumeta-blocks{k}", {"METHOD": "neumeta", "SETTING": f"{morph.setting}:{k}", "GAMMAS_EVAL": table,
                                      "SEED": seed}) for k in sweep]
     if profile in SEEDS:
-        runs += [(f"htty-no-{a}", {"METHOD": "htty", "ABLATION": a, "SEED": seed}) for a in C.ABLATIONS if a != "none"]
+        runs += [(f"{m}-no-{a}", {"METHOD": m, "ABLATION": a, "SEED": seed}) for m in ("htty", "prefit")
+                 for a in C.ABLATIONS[m] if a != "none"]
         runs.append(("htty-x3", {"METHOD": "htty", "EPOCH_SCALE": 3, "SEED": seed}))
     return runs
 

@@ -102,9 +102,12 @@ KIND_STYLE = {"seen": ("o", "seen (in the training pool)"), "between": ("D", "un
 
 def accuracy_vs_gamma(accuracy: dict[str, float], kinds: dict[str, str], pool_max: float,
                       prior_accuracy: float | None = None, title: str = "Metamorphic network",
-                      others: dict[str, dict[str, float]] | None = None, label: str = "this run") -> plt.Figure:
+                      others: dict[str, dict[str, float]] | None = None, label: str = "this run",
+                      null: float | None = None) -> plt.Figure:
     """Test accuracy against γ (keys are decimal strings), markers by seen/unseen, the training pool shaded;
-    `others` adds curves to compare with (e.g. {'neumeta': its accuracy}), drawn dashed."""
+    `others` adds curves to compare with (e.g. {'neumeta': its accuracy}), drawn dashed; `null` is the null
+    control's accuracy (the prior with these blocks removed, tail retrained), a red dotted line: a curve at or below
+    it owes nothing to its generated blocks."""
     style()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.axvspan(0, pool_max, color="tab:green", alpha=0.08, label="training pool")
@@ -120,6 +123,8 @@ def accuracy_vs_gamma(accuracy: dict[str, float], kinds: dict[str, str], pool_ma
             ax.scatter([float(g) for g in pts], [100 * accuracy[g] for g in pts], marker=marker, s=50, label=label, zorder=3)
     if prior_accuracy is not None:
         ax.axhline(100 * prior_accuracy, color="k", ls="--", lw=1, label="prior (γ = 0, not generated)")
+    if null is not None:
+        ax.axhline(100 * null, color="tab:red", ls=":", lw=1.5, label="null control (blocks removed, tail retrained)")
     ax.set(xlabel="compression ratio γ  (hidden width = (1 − γ)·H)", ylabel="test accuracy (%)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -189,5 +194,54 @@ def alpha_curves(history: list[dict]) -> plt.Figure:
     else:
         ax.text(0.5, 0.5, "no α in this run (α-scaling off)", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def block_evidence(runs: dict[str, list[dict]], null: float | None = None, prior: float | None = None) -> plt.Figure:
+    """Notebook 07: for each run (a column; rows from `kit.study.evidence`) over training epochs, the relative error
+    of every generated kernel, α and the branch scale ‖α·W2‖/‖W2*‖ per block, and validation accuracy per γ with
+    the prior's and the null control's levels. Dotted verticals mark stage boundaries."""
+    style()
+    fig, axes = plt.subplots(3, len(runs), figsize=(5.2 * len(runs), 10), squeeze=False, sharex="col")
+    for col, (name, rows) in enumerate(runs.items()):
+        df = pd.DataFrame(rows)
+        ax_err, ax_scale, ax_acc = axes[:, col]
+        for (block, quantity), g in df[df["quantity"].str.startswith("error") & df["quantity"].str.contains("weight")
+                                       ].groupby(["block", "quantity"]):
+            ax_err.plot(g["epoch"], g["value"], marker=".", label=f"{block} {quantity.split()[1].split('.')[0]}")
+        ax_err.axhline(0.3, color="k", ls=":", lw=1)
+        ax_err.set(title=f"{name}: ‖W − W*‖ / ‖W*‖ of each kernel", ylabel="relative error", ylim=(0, None))
+        for block, g in df[df["quantity"] == "branch scale"].groupby("block"):
+            ax_scale.plot(g["epoch"], g["value"], marker="o", label=f"{block} branch scale")
+        for block, g in df[df["quantity"] == "alpha"].groupby("block"):
+            ax_scale.plot(g["epoch"], g["value"], ls="--", marker=".", label=f"{block} α")
+        ax_scale.set(title="α and branch scale ‖α·W2‖ / ‖W2*‖ (prior's block: 1)", ylabel="scale")
+        for gamma, g in df[df["quantity"] == "val accuracy"].groupby("gamma"):
+            ax_acc.plot(g["epoch"], 100 * g["value"], marker="o", label=f"γ = {gamma}")
+        if prior is not None:
+            ax_acc.axhline(100 * prior, color="k", ls="--", lw=1, label="prior")
+        if null is not None:
+            ax_acc.axhline(100 * null, color="tab:red", ls=":", lw=1.5, label="null control")
+        ax_acc.set(title="validation accuracy (K-averaged)", xlabel="epoch (over the whole run)", ylabel="accuracy (%)")
+        starts = df.groupby("stage")["epoch"].min().tolist()[1:] if "stage" in df and df["stage"].notna().any() else []
+        for ax in (ax_err, ax_scale, ax_acc):
+            for e in starts:
+                ax.axvline(e - 0.5, color="0.6", ls=":", lw=1)
+            ax.legend(fontsize=7)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def prefit_curves(curves: dict[str, list[list[float]]]) -> plt.Figure:
+    """The pre-fit's relative squared error against its steps, one line per block (log scale)."""
+    style()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for block, curve in curves.items():
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=block)
+    ax.set(xlabel="pre-fit step (full batch)", ylabel="mean of ‖W − W*‖² / ‖W*‖²", yscale="log",
+           title="Pre-fit of each block's INRs to the prior's tensors (with coordinate noise)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -23,11 +23,19 @@ from kit.runtime import PROJECT_ROOT
 
 PUBLISHED = PROJECT_ROOT / "data" / "published" / "htty_cifar100.csv"
 TABLE_GAMMAS = C.TABLE_GAMMAS  # the seen columns of paper 000 Tables 1–2
-ROW_NAMES = {"individual": "Individual", "neumeta": "NeuMeta", "htty": "HTTY (ours)",
+ROW_NAMES = {"individual": "Individual", "neumeta": "NeuMeta", "htty": "HTTY (paper 000)",
              "htty − incremental": "HTTY without incremental training", "htty − alpha": "HTTY without α-scaling",
              "htty − accumulation": "HTTY without gradient accumulation",
-             "htty − init": "HTTY without INR initialisation", "htty − disentangle": "HTTY without disentanglement"}
-ALWAYS = ("individual", "neumeta", "htty")  # rows shown (empty, with a note) even when not run
+             "htty − init": "HTTY without INR initialisation", "htty − disentangle": "HTTY without disentanglement",
+             "null": "Null control (blocks removed, tail retrained)", "prefit": "Pre-fit recipe (kit)",
+             "prefit − prefit": "Pre-fit recipe without the pre-fit",
+             "prefit − sizes": "Pre-fit recipe with the paper's size features",
+             "prefit − width-updates": "Pre-fit recipe, every width updating every weight",
+             "prefit − distill": "Pre-fit recipe with cross-entropy instead of distillation",
+             "prefit − alpha-init": "Pre-fit recipe with α starting at 0",
+             "prefit − relative": "Pre-fit recipe with the weighted reconstruction",
+             "prefit − frozen-tail": "Pre-fit recipe with the tail trained"}
+ALWAYS = ("individual", "neumeta", "htty", "null")  # rows shown (empty, with a note) even when not run
 
 
 @dataclass
@@ -84,7 +92,7 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
     if setting is None:
         return Table(title, [], [], [f"No metamorphic run in this setting in the run folder. {hint}".strip()])
     summary = results.summarise(run.morph, setting) if any(r.get("setting") == setting for r in run.morph.values()) else {}
-    kinds = next((r["kind"] for r in summary.values()), {})
+    kinds = next((r["kind"] for r in summary.values() if not r.get("any_gamma")), {})
     unseen = next((g for g in sorted(kinds, key=float) if kinds[g] == "between"), None)
     gammas = [gamma_key(g) for g in TABLE_GAMMAS] + ([unseen] if unseen else [])
     device = _device(run)
@@ -105,17 +113,18 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
             if key in ALWAYS:
                 rows.append({"name": display_name(key), "key": key, "seeds": 0, "values": [None] * len(columns)})
             continue
-        acc = {g: tuple(100 * v for v in row["accuracy"][g]) for g in gammas if g in row["accuracy"]}
+        acc = {g: tuple(100 * v for v in results.at(row, g)) for g in gammas if results.at(row, g) is not None}
         cost = tuple(s / 60 for s in row["train_seconds"])
         rows.append({"name": display_name(key), "key": key, "seeds": row["seeds"],
                      "values": [acc.get(g) for g in gammas] + [cost]})
     if individual is None:
         rows.insert(0, {"name": "Individual", "key": "individual", "seeds": 0, "values": [None] * len(columns)})
     missing = [display_name(k) for k in ALWAYS if k not in summary and (k != "individual" or individual is None)]
-    ablations = [k for k in ROW_NAMES if k not in ALWAYS and k not in summary]
-    if missing or ablations:
-        notes.append("Not in this run folder: " + ", ".join(missing + ([f"{len(ablations)} ablation row(s)"]
-                                                                        if ablations else [])) + f". {hint}".rstrip())
+    ablations = {m: [k for k in ROW_NAMES if k.startswith(m + " − ") and k not in summary] for m in ("htty", "prefit")}
+    absent = [f"{len(rows)} {'HTTY' if m == 'htty' else 'pre-fit recipe'} ablation row(s)" for m, rows in ablations.items()
+              if rows]
+    if missing or absent:
+        notes.append("Not in this run folder: " + ", ".join(missing + absent) + f". {hint}".rstrip())
     if unseen is None and summary:
         notes.append("No evaluated γ falls between the pool's widths here (every width in the pool is seen), so "
                      "there is no unseen column.")
@@ -256,6 +265,10 @@ def describe_table(table: Table) -> str:
                          f"{v[1]:.2f}% ({v[0] - v[1]:+.2f} points)".replace("NeuMeta'", "NeuMeta's"))
     text = "; ".join(parts) + "." if parts else "HTTY did not run in this setting."
     text = text[0].upper() + text[1:]
+    for key in ("htty", "prefit", "neumeta"):
+        if (v := versus(key, "null")) is not None:
+            text += (f" {display_name(key)} averages {v[0] - v[1]:+.2f} points against the null control (the prior with "
+                     f"these blocks removed, tail retrained){': its generated blocks add nothing' if v[0] - v[1] <= 1 else ''}.")
     cost = {k: value(table, k, len(table.columns) - 1) for k in ("htty", "neumeta", "individual")}
     if cost["htty"] is not None and cost["neumeta"] is not None:
         text += f" Training took {cost['htty']:.1f} min for HTTY and {cost['neumeta']:.1f} min for NeuMeta."

@@ -29,6 +29,13 @@ def morph_runs(folder: str | Path) -> dict[str, dict]:
     return runs
 
 
+def null_accuracy(runs: dict[str, dict], setting: str) -> float | None:
+    """The null control's test accuracy on `setting` (mean over its seeds), or None when it has not run."""
+    values = [next(iter(r["accuracy"].values())) for r in runs.values()
+              if is_null(r) and r.get("setting") == setting and r.get("accuracy")]
+    return sum(values) / len(values) if values else None
+
+
 def label(metrics: dict) -> str:
     """'htty', 'neumeta', or 'htty − <component>' for an ablation row, with ' ×3 epochs' for extended training
     (paper 000 Fig. 6, `epoch_scale`); block sweeps differ by `setting`."""
@@ -63,8 +70,46 @@ def summarise(runs: dict[str, dict], setting: str | None = None) -> dict[str, di
         gammas = [g for g in rs[0]["accuracy"] if all(g in r["accuracy"] for r in rs)]
         out[name] = {"seeds": len(rs), "setting": setting,
                      "accuracy": {g: mean_std([r["accuracy"][g] for r in rs]) for g in gammas},
-                     "kind": rs[0].get("kind", {}),
+                     "kind": rs[0].get("kind", {}), "any_gamma": all(is_null(r) for r in rs),
                      "train_seconds": mean_std([r.get("train_seconds", float("nan")) for r in rs])}
+    return out
+
+
+def is_null(metrics: dict) -> bool:
+    """Whether a run is the null control (blocks removed, tail retrained): one network, the same at every γ."""
+    return metrics.get("method") == "null"
+
+
+def at(row: dict, gamma: str) -> tuple[float, float] | None:
+    """(mean, std) of a `summarise` row at γ; the null control's one accuracy holds at every γ."""
+    if row.get("any_gamma") and row["accuracy"]:
+        return next(iter(row["accuracy"].values()))
+    return row["accuracy"].get(gamma)
+
+
+def versus_null(summary: dict[str, dict], margin: float = 0.01) -> dict[str, str]:
+    """{label: one sentence} saying, per metamorphic row, whether its generated blocks carry function: its accuracy
+    against the null control's (the same prior with those blocks removed and the tail retrained) at every γ it was
+    evaluated. Within `margin` (a fraction) of the null control, or below it, the accuracy comes from the rest of
+    the network, not from the generated blocks. {} without a null control in the summary."""
+    null = next((row for row in summary.values() if row.get("any_gamma")), None)
+    if null is None or not null["accuracy"]:
+        return {}
+    level = next(iter(null["accuracy"].values()))[0]
+    out = {}
+    for name, row in summary.items():
+        if row.get("any_gamma") or not row["accuracy"]:
+            continue
+        gaps = {g: m - level for g, (m, _) in row["accuracy"].items()}
+        lo, hi = min(gaps, key=gaps.get), max(gaps, key=gaps.get)
+        span = f"{100 * gaps[lo]:+.2f} (γ = {lo}) … {100 * gaps[hi]:+.2f} (γ = {hi}) points against the null control"
+        if gaps[hi] <= margin:
+            out[name] = f"{name}: {span}: nowhere clearly above it, so its generated blocks carry no function."
+        elif gaps[lo] <= margin:
+            out[name] = (f"{name}: {span}: above it only at some γ; where it is not, the generated blocks do nothing "
+                         "the tail alone does not.")
+        else:
+            out[name] = f"{name}: {span}: above it at every γ, so the generated blocks carry function."
     return out
 
 
@@ -89,9 +134,11 @@ def comparison(summary: dict[str, dict], prior_accuracy: float, ours: str = "htt
 
 def table(summary: dict[str, dict], prior_accuracy: float) -> str:
     """A Markdown table: one row per method / ablation (mean ± std over its seeds, in %), γ as columns, each γ's
-    kind (seen / between / smaller / larger) and the prior's accuracy as rows."""
-    gammas = sorted({g for row in summary.values() for g in row["accuracy"]}, key=float)
-    kinds = next(iter(summary.values()))["kind"]
+    kind (seen / between / smaller / larger) and the prior's accuracy as rows. The null control, one network with
+    no generated block, shows its one accuracy in every column."""
+    gammas = sorted({g for row in summary.values() if not row.get("any_gamma") for g in row["accuracy"]}, key=float)
+    gammas = gammas or sorted({g for row in summary.values() for g in row["accuracy"]}, key=float)
+    kinds = next((row["kind"] for row in summary.values() if not row.get("any_gamma")), {})
     lines = ["| run | seeds | " + " | ".join(f"γ = {g}" for g in gammas) + " |",
              "|---|---|" + "---|" * len(gammas),
              "| (kind) | | " + " | ".join(kinds.get(g, "") for g in gammas) + " |",
@@ -99,10 +146,10 @@ def table(summary: dict[str, dict], prior_accuracy: float) -> str:
     for name, row in summary.items():
         cells = []
         for g in gammas:
-            if g not in row["accuracy"]:
+            if at(row, g) is None:
                 cells.append("–")
                 continue
-            mean, std = row["accuracy"][g]
+            mean, std = at(row, g)
             cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}" if row["seeds"] > 1 else f"{100 * mean:.2f}")
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -126,4 +173,51 @@ def block_report(net) -> dict[str, dict[str, float]]:
             if part == "conv2.weight":
                 row["branch scale"] = float(abs(alpha) * w.norm() / t.norm())
         out[block] = row
+    return out
+
+
+def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = "prefit") -> dict | None:
+    """The figures issue 15 judges a recipe by, measured on one run folder (mean over `method`'s seeds on its main
+    setting); no thresholds here (they are the caller's). Gaps are in points (percentage points):
+      prior_gap_at_0        prior − recipe at γ = 0
+      worst_seen_gap        largest prior − recipe over the seen γ in [0, 0.5]
+      seen_to_between_drop  mean over seen γ − mean over between γ
+      min_over_null         smallest recipe − null control over γ ≤ 0.5 (None without a null control)
+      min_over_pruning      smallest recipe − best pruning criterion without fine-tuning, over the γ both have
+      over_finetuned        {γ: recipe − best fine-tuned pruning} where notebook 04 fine-tuned
+      max_kernel_error, min_branch_scale   over the generated blocks at γ = 0, worst seed"""
+    mine = [r for r in runs.values() if r.get("method") == method and r.get("ablation", "none") == "none"
+            and r.get("config", {}).get("epoch_scale", 1) == 1]
+    if not mine:
+        return None
+    setting = max({r["setting"] for r in mine}, key=lambda s: len(s))
+    mine = [r for r in mine if r["setting"] == setting]
+    row = summarise({k: r for k, r in runs.items() if r in mine}, setting)[method]
+    acc = {g: m for g, (m, _) in row["accuracy"].items()}
+    prior = mine[0]["prior_accuracy"]
+    kinds = row["kind"]
+    seen = [g for g in acc if kinds.get(g) == "seen" and 0 <= float(g) <= 0.5]
+    between = [g for g in acc if kinds.get(g) == "between"]
+    null = null_accuracy(runs, setting)
+    out = {"method": method, "setting": setting, "seeds": len(mine), "prior_accuracy": prior, "accuracy": acc,
+           "prior_gap_at_0": 100 * (prior - acc["0"]) if "0" in acc else None,
+           "worst_seen_gap": max(100 * (prior - acc[g]) for g in seen) if seen else None,
+           "seen_to_between_drop": (100 * (sum(acc[g] for g in seen) / len(seen) - sum(acc[g] for g in between)
+                                           / len(between)) if seen and between else None),
+           "null_accuracy": null,
+           "min_over_null": None if null is None else min(100 * (a - null) for g, a in acc.items() if float(g) <= 0.5),
+           "max_kernel_error": max(v for r in mine for b in (r.get("block_report") or {}).values()
+                                   for k, v in b.items() if k.startswith("error") and k.endswith("weight")),
+           "min_branch_scale": min(b["branch scale"] for r in mine for b in (r.get("block_report") or {}).values()),
+           "min_over_pruning": None, "over_finetuned": {}}
+    if baselines and baselines.get("setting") == setting:
+        from kit.metamorph import gamma_key
+        pruned: dict[bool, dict[str, float]] = {False: {}, True: {}}
+        for b in baselines["rows"]:
+            if b["family"] == "pruning":
+                g = gamma_key(b["gamma"])
+                pruned[b["finetuned"]][g] = max(pruned[b["finetuned"]].get(g, 0.0), b["accuracy"])
+        common = [g for g in pruned[False] if g in acc]
+        out["min_over_pruning"] = min(100 * (acc[g] - pruned[False][g]) for g in common) if common else None
+        out["over_finetuned"] = {g: 100 * (acc[g] - a) for g, a in pruned[True].items() if g in acc}
     return out

@@ -52,6 +52,8 @@ def draw_curve(ax: plt.Axes, ex: Explorer, view: View) -> None:
             ax.plot(*xy(curve), style, color="tab:blue", lw=2, marker="o", ms=4, label=f"{chosen.label}: {what}")
     if ex.individual:
         ax.scatter(*xy(ex.individual), marker="*", s=120, color="tab:orange", zorder=4, label="Individual")
+    if ex.null is not None:  # below or at this line, a curve owes nothing to its generated blocks
+        ax.axhline(100 * ex.null, color="tab:red", ls=":", lw=1.2, label="null control (blocks removed)")
     seen = ex.visited(chosen.key, view.settings.k)
     if seen:
         ax.scatter(list(seen), [100 * a for a in seen.values()], facecolors="none", edgecolors="tab:purple", s=28,

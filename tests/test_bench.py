@@ -1,6 +1,9 @@
 """The benchmark runs and reports consistent figures (its speed targets are read from its output, not asserted)."""
+import pytest
+
 from kit import bench
 from kit import config as C
+from kit.errors import KitError
 
 
 def test_bench_prior_reports_both_loops(capsys):
@@ -67,3 +70,20 @@ def test_bench_explorer_times_every_kind_of_update(smoke_run, capsys):
     assert r["kinds"]["K"]["updates"] == C.build(C.ExplorerConfig, "smoke").k_max
     bench_explorer.print_explorer(r)
     assert "updates under 1 s" in capsys.readouterr().out
+
+
+def test_bench_prefit_fits_each_block_times_a_step_and_judges_the_run(smoke_run, capsys, tmp_path):
+    from kit import bench_prefit
+    r = bench_prefit.bench_prefit(smoke_run[0], "smoke", "cpu", rounds=1)
+    assert list(r["prefit"]) == r["blocks"] and all(f["seconds"] > 0 for f in r["prefit"].values())
+    assert all(0 <= e for f in r["prefit"].values() for e in f["error"].values())
+    assert r["configurations"] == {"recipe step": 2, "htty step": 4} and r["step_over_htty"] > 0
+    # the figures come from the run folder's records; the verdicts are issue 15's targets applied to them
+    f = r["figures"]
+    assert f["method"] == "prefit" and f["null_accuracy"] is not None and f["min_over_pruning"] is not None
+    assert r["holds"] == bench_prefit.holds(f)
+    assert (r["time_to_acceptance"] is None) == (False in r["holds"].values())
+    bench_prefit.print_prefit(r)
+    assert "time to acceptance" in capsys.readouterr().out
+    with pytest.raises(KitError, match="No smoothed prior"):
+        bench_prefit.bench_prefit(tmp_path, "smoke", "cpu")

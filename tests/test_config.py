@@ -12,7 +12,7 @@ def test_profiles_build_and_differ():
     assert built["smoke"].model.depth == 8 and built["quick"].model.depth == 20
     assert built["paper"].data.name == "cifar100" and built["paper"].model.depth == 56
     assert built["paper"].optim.epochs > built["quick"].optim.epochs > built["smoke"].optim.epochs
-    assert built["quick"].data.train_limit == 20000 and built["full"].data.train_limit == 0  # quick: a subset
+    assert built["quick"].data.train_limit == 30000 and built["full"].data.train_limit == 0  # quick: a subset
     assert all(cfg.profile == name for name, cfg in built.items())
 
 

@@ -22,24 +22,27 @@ def ex(smoke_run):
     return E.Explorer(run / "03_incremental_metamorphosis" / "htty" / "metamorph.pt", C.build(C.ExplorerConfig, "smoke"))
 
 
-def test_the_default_checkpoint_is_the_main_htty_run(smoke_run, tmp_path):
+def test_the_default_checkpoint_is_the_prefit_recipe_else_the_main_htty_run(smoke_run, tmp_path):
     run = smoke_run[0]
-    assert E.default_checkpoint(run) == run / "03_incremental_metamorphosis" / "htty" / "metamorph.pt"
-    seeds = tmp_path / "03_incremental_metamorphosis"  # the layout of a run with --seeds 2
+    assert E.default_checkpoint(run) == run / "03_incremental_metamorphosis" / "prefit" / "metamorph.pt"
+    seeds = tmp_path / "03_incremental_metamorphosis"  # the layout of a run with --seeds 2, without prefit runs
     for variant, seed in (("htty-s1", 1), ("htty-s0", 0), ("htty-blocks1", 0)):
         (seeds / variant).mkdir(parents=True)
         source = run / "03_incremental_metamorphosis" / ("htty-blocks1" if variant == "htty-blocks1" else "htty")
         (seeds / variant / "metamorph.pt").write_bytes(b"")
         io.write_json({**io.read_json(source / "metrics.json"), "seed": seed}, seeds / variant / "metrics.json")
     assert E.default_checkpoint(tmp_path) == seeds / "htty-s0" / "metamorph.pt"  # most blocks, lowest seed
-    with pytest.raises(KitError, match="No finished HTTY run"):
+    with pytest.raises(KitError, match="No finished pre-fit or HTTY run"):
         E.default_checkpoint(tmp_path / "empty")
 
 
 def test_it_offers_what_the_run_folder_holds_on_the_same_blocks(ex, smoke_run):
     criteria = C.build(C.BaselineConfig, "smoke").criteria
-    assert list(ex.methods) == ["htty", "neumeta", *[f"prune-{c}" for c in criteria]]  # the one-block runs are not
-    assert ex.methods["htty"].label == "HTTY (ours)" and ex.methods["htty"].k == C.build(C.MorphConfig, "smoke").k_samples
+    # the one-block runs are not offered (other controls), nor the null control (a line: ex.null)
+    assert list(ex.methods) == ["htty", "neumeta", "prefit", *[f"prune-{c}" for c in criteria]]
+    null = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "null" / "metrics.json")
+    assert ex.null == null["accuracy"]["0"] and null["blocks"] == ex.blocks
+    assert ex.methods["htty"].label == "HTTY (paper 000)" and ex.methods["htty"].k == C.build(C.MorphConfig, "smoke").k_samples
     assert ex.individual and set(ex.individual) == {"0", "0.5"}
     assert len(ex.data.splits["test"]) == C.build(C.ExplorerConfig, "smoke").eval_images
     lo, hi = ex.gamma_range()

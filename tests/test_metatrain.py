@@ -82,6 +82,14 @@ def test_config_sections_keep_their_own_defaults():
         _cfg(method="htty2")
     with pytest.raises(KitError, match="use it with method 'htty'"):
         _cfg(method="neumeta", ablation="alpha")
+    with pytest.raises(KitError, match="use it with method 'prefit'"):
+        _cfg(method="htty", ablation="sizes")
+    with pytest.raises(KitError, match="train_inr=False is the null control"):
+        _cfg(method="htty", train_inr=False)
+    with pytest.raises(KitError, match="size_features must be one of paper, neutral"):
+        _cfg(size_features="off")
+    with pytest.raises(KitError, match="reconstruction_kind must be one of weighted, relative"):
+        _cfg(**{"loss.reconstruction_kind": "l1"})
     with pytest.raises(KitError, match="Unknown ablation 'bn'"):
         _cfg(ablation="bn")
 
@@ -97,7 +105,7 @@ def _flat(d, prefix=""):
 def test_each_ablation_switch_changes_only_what_it_names(profile):
     named = {"incremental": {"incremental"}, "alpha": {"alpha_scaling"}, "accumulation": {"accumulate"},
              "init": {"inr_init"}, "disentangle": {"inr.disentangled"}}
-    assert set(named) == set(C.ABLATIONS) - {"none"}
+    assert set(named) == set(C.ABLATIONS["htty"]) - {"none"}
     ours = _flat(C.to_dict(C.build(C.MorphConfig, profile, {"method": "htty"})))
     for ablation, fields in named.items():
         row = _flat(C.to_dict(C.build(C.MorphConfig, profile, {"method": "htty", "ablation": ablation})))
@@ -107,6 +115,32 @@ def test_each_ablation_switch_changes_only_what_it_names(profile):
     assert neumeta["accumulate"] == 1 and not neumeta["incremental"] and not neumeta["alpha_scaling"]
     # an explicit override wins over the method's switch (e.g. NeuMeta + tail fine-tuning, paper 000 Fig. 6)
     assert C.build(C.MorphConfig, profile, {"method": "neumeta", "train_tail": True}).train_tail
+
+
+@pytest.mark.parametrize("profile", list(C.PROFILES))
+def test_each_prefit_ablation_switch_changes_only_what_it_names(profile):
+    named = {"prefit": {"prefit"}, "sizes": {"size_features", "inr.size_encoding"}, "width-updates": {"width_updates"},
+             "alpha-init": {"alpha_init"}, "relative": {"loss.reconstruction_kind"}, "distill": {"loss.distill"},
+             "frozen-tail": {"train_tail"}}
+    assert set(named) == set(C.ABLATIONS["prefit"]) - {"none"}
+    ours = _flat(C.to_dict(C.build(C.MorphConfig, profile, {"method": "prefit"})))
+    for ablation, fields in named.items():
+        row = _flat(C.to_dict(C.build(C.MorphConfig, profile, {"method": "prefit", "ablation": ablation})))
+        assert {k for k in ours if ours[k] != row[k]} == fields | {"ablation"}, ablation
+    # the paper-faithful recipes keep every new switch at the papers' value
+    for method in ("htty", "neumeta"):
+        cfg = C.build(C.MorphConfig, profile, {"method": method})
+        assert (cfg.prefit, cfg.size_features, cfg.alpha_init, cfg.train_inr, cfg.loss.reconstruction_kind,
+                cfg.loss.distill, cfg.width_updates, cfg.inr.size_encoding) == (
+            False, "paper", 0.0, True, "weighted", 0.0, "all", "absolute")
+    null = C.build(C.MorphConfig, profile, {"method": "null"})
+    htty = C.build(C.MorphConfig, profile, {"method": "htty"})
+    assert not null.train_inr and null.alpha_init == 0 == null.alpha_lr and null.train_tail
+    # the null control's tail budget is HTTY's: as many batches, grouped alike, at the same tail learning rate
+    blocks = len(C.build(C.MorphConfig, profile).setting.split(",")) if "," in htty.setting else None
+    assert null.accumulate == htty.accumulate and null.tail_lr == htty.tail_lr and null.optim == htty.optim
+    if blocks:
+        assert metatrain.stage_plan(null, blocks)[0][1] == sum(e for _, e in metatrain.stage_plan(htty, blocks))
 
 
 def test_a_new_block_is_the_identity_until_its_alpha_moves(smoothed_smoke):

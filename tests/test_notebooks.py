@@ -86,7 +86,7 @@ def test_notebook_02_smooths_without_changing_the_function(smoke_run):
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("method", ["htty", "neumeta"])
+@pytest.mark.parametrize("method", ["htty", "neumeta", "prefit"])
 def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
     folder = smoke_run[0] / "03_incremental_metamorphosis" / method
     m = io.read_json(folder / "metrics.json")
@@ -97,9 +97,12 @@ def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
     assert {"seen", "between", "smaller", "larger"} <= set(m["kind"].values())  # seen and unseen γ both evaluated
     assert m["train_seconds"] > 0 and m["inr_parameters"] > 0
     assert m["smoothed"].endswith("02_permutation/smoothed.pt")
-    stages = 2 if method == "htty" else 1  # smoke: two metamorphic blocks, one stage each for HTTY
-    assert len(m["stages"]) == stages and m["switches"]["incremental"] == (method == "htty")
-    assert bool(m["alpha"]) == (method == "htty")
+    stages = 1 if method == "neumeta" else 2  # smoke: two metamorphic blocks, one stage each for HTTY and prefit
+    assert len(m["stages"]) == stages and m["switches"]["incremental"] == (method != "neumeta")
+    assert bool(m["alpha"]) == (method != "neumeta")
+    assert len(m["history"]) == m["epochs"] and all(f"branch scale@{b}" in m["history"][-1] for b in m["blocks"])
+    fitted = [b for s in m["stages"] for b in s["prefit"]]
+    assert fitted == (m["blocks"] if method == "prefit" else [])  # each block pre-fitted once, when it joins
     for name in ("metamorph.pt", "accuracy_vs_gamma.png", "cost_vs_gamma.png", "kernels.png", "stages.png",
                  "alpha.png", "training_curves.png", *[f"checkpoint_stage{k}.pt" for k in range(1, stages + 1)]):
         assert (folder / name).is_file(), name
@@ -107,14 +110,18 @@ def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
 
 def test_pipeline_variants_cover_seeds_ablations_and_the_block_sweep():
     assert [n for n, _ in pipeline.variants("03_incremental_metamorphosis", "quick")] == [
-        "htty", "neumeta", "htty-blocks1", "neumeta-blocks1"]  # one block: paper 000 Table 2
+        "null", "null-blocks1", "htty", "neumeta", "prefit", "htty-blocks1", "neumeta-blocks1"]  # one block: Table 2
     assert pipeline.variants("01_prior_training", "full") == [("", {})]
     full = dict(pipeline.variants("03_incremental_metamorphosis", "full"))
-    assert [full[f"htty-s{s}"]["SEED"] for s in range(3)] == [0, 1, 2] and "neumeta-s2" in full
-    assert {v["ABLATION"] for k, v in full.items() if k.startswith("htty-no-")} == set(C.ABLATIONS) - {"none"}
+    assert [full[f"htty-s{s}"]["SEED"] for s in range(3)] == [0, 1, 2] and "neumeta-s2" in full and "prefit-s2" in full
+    assert [full[f"null-s{s}"]["GAMMAS_EVAL"] for s in range(3)] == [[0.0]] * 3  # one network: evaluated once
+    for method in ("htty", "prefit"):
+        assert {v["ABLATION"] for k, v in full.items() if k.startswith(f"{method}-no-")} == set(C.ABLATIONS[method]) - {"none"}
     blocks = C.build(C.MorphConfig, "full").setting
     assert full["neumeta-blocks1"]["SETTING"] == f"{blocks}:1" and "neumeta-blocks3" not in full  # 3 = the main run
-    assert full["htty-x3"]["EPOCH_SCALE"] == 3 and full["htty-blocks1"]["SETTING"] == f"{blocks}:1" and len(full) == 15
+    assert full["htty-x3"]["EPOCH_SCALE"] == 3 and full["htty-blocks1"]["SETTING"] == f"{blocks}:1" and len(full) == 29
+    assert pipeline.variants("07_why_blocks_switch_off", "full") == [("", {
+        "PAPER": "htty-s0", "OURS": "prefit-s0", "NULL": "null-s0", "BASELINE": "neumeta-s0"})]
 
 
 @pytest.mark.notebook
@@ -166,7 +173,7 @@ def test_notebook_05_writes_the_tables_figures_and_report(smoke_run):
     for stem in ("fig4_blocks", "fig4_compression", "fig6_gamma"):
         assert (folder / f"{stem}.png").stat().st_size > 10_000 and (folder / f"{stem}.pdf").is_file()
     table1 = (folder / "table1.md").read_text()
-    for row in ("| Individual | 1 |", "| NeuMeta | 1 |", "| HTTY (ours) | 1 |"):
+    for row in ("| Individual | 1 |", "| NeuMeta | 1 |", "| HTTY (paper 000) | 1 |"):
         assert row in table1, row
     assert "| NeuMeta | 1 |" in (folder / "table2.md").read_text()  # the one-block runs fill Table 2
     report = (out / "report.md").read_text()
@@ -189,7 +196,7 @@ def test_notebook_05_on_a_run_folder_missing_inputs(smoke_run, tmp_path):
     m = io.read_json(run / "05_figures" / "metrics.json")
     assert any("run notebook 04" in n for n in m["notes"])
     table1 = (run / "05_figures" / "table1.md").read_text()
-    assert "| Individual | – |" in table1 and "| NeuMeta | – |" in table1 and "| HTTY (ours) | 1 |" in table1
+    assert "| Individual | – |" in table1 and "| NeuMeta | – |" in table1 and "| HTTY (paper 000) | 1 |" in table1
     assert (run / "05_figures" / "fig4_compression.png").is_file() and (run / "report.md").is_file()
 
 
@@ -199,7 +206,7 @@ def test_notebook_06_records_the_explorer_and_draws_its_default_view(smoke_run):
     m = io.read_json(folder / "metrics.json")
     cfg = C.build(C.ExplorerConfig, "smoke")
     assert m["config"]["profile"] == "smoke" and m["eval_images"] == cfg.eval_images
-    assert set(m["explorer"]) == {"htty", "neumeta"} and "prune-l1" in m["methods"]
+    assert set(m["explorer"]) == {"prefit", "htty", "neumeta"} and "prune-l1" in m["methods"]  # the null control: a line
     for method in m["explorer"].values():
         assert list(method["accuracy"]) == [format(float(g), ".10g") for g in cfg.record_gammas]
         assert all(0 <= a <= 1 for a in method["accuracy"].values())

@@ -32,6 +32,7 @@ def run_folder(tmp_path):
     _morph(tmp_path, "neumeta", "neumeta", 0, {g: 0.7 + 0.1 * float(g) for g in KINDS})
     _morph(tmp_path, "htty-no-alpha", "htty", 0, 0.78, ablation="alpha")
     _morph(tmp_path, "neumeta-blocks1", "neumeta", 0, 0.88, setting=SETTING + ":1", blocks=1)
+    _morph(tmp_path, "null", "null", 0, {"0": 0.79})  # the null control: one network, evaluated once
     rows = [{"method": "individual", "family": "individual", "criterion": "", "finetuned": False, "gamma": g,
              "seed": 0, "accuracy": a, "parameters": 1000, "macs": 1, "train_seconds": 600.0, "widths": {}}
             for g, a in ((0.0, 0.9), (0.5, 0.88))]
@@ -48,7 +49,9 @@ def test_table_1_holds_mean_and_std_over_seeds_and_the_individual_cost(run_folde
     assert (main, one) == (SETTING, SETTING + ":1") and run.notes == []
     table = report.paper_table(run, main, "Table 1")
     assert table.columns == ["γ = 0", "γ = 0.25", "γ = 0.5", "γ = 0.265625 (unseen)", "train cost (min, cpu)"]
-    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty", "htty − alpha"]
+    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty", "htty − alpha", "null"]
+    assert table.rows[-1]["values"][:4] == [(79.0, 0.0)] * 4  # the null control's one accuracy in every γ column
+    assert "HTTY (paper 000) averages +3.00 points against the null control" in report.describe_table(table)
     htty = table.rows[2]
     assert htty["seeds"] == 2 and htty["values"][0] == pytest.approx((82.0, 2 ** 0.5 * 2))  # mean, sample std in %
     assert htty["values"][-1] == pytest.approx((2.5, 2 ** 0.5 / 2))  # 120 s and 180 s in minutes
@@ -56,16 +59,16 @@ def test_table_1_holds_mean_and_std_over_seeds_and_the_individual_cost(run_folde
     individual = table.rows[0]["values"]
     assert individual[0] == (90.0, 0.0) and individual[1] is None and individual[2] == pytest.approx((88.0, 0.0))
     assert individual[-1] == (20.0, 0.0)  # the Individual cost sums every network trained (2 × 600 s)
-    assert "4 ablation row(s)" in " ".join(table.notes)
+    assert "4 HTTY ablation row(s), 7 pre-fit recipe ablation row(s)" in " ".join(table.notes)
     assert "+" in report.describe_table(table) and "NeuMeta's" in report.describe_table(table)
 
 
 def test_table_2_uses_the_one_block_runs_and_says_what_it_lacks(run_folder):
     run = report.collect(run_folder)
     table = report.paper_table(run, report.settings(run)[1], "Table 2")
-    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty"]
+    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty", "null"]  # no null on one block here
     assert report.value(table, "neumeta", 0) == pytest.approx(88.0) and report.value(table, "htty", 0) is None
-    assert any("Not in this run folder: Individual, HTTY (ours)" in n for n in table.notes)
+    assert any("Not in this run folder: Individual, HTTY (paper 000), Null control" in n for n in table.notes)
 
 
 def test_markdown_latex_and_csv_parse(run_folder, tmp_path):
