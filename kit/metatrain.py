@@ -218,14 +218,15 @@ def stage_plan(cfg: C.MorphConfig, blocks: int) -> list[tuple[int, int]]:
 
 
 def begin_stage(net: metamorph.MetamorphicNet, active: int, inr_init: bool, initial: dict[str, torch.Tensor],
-                cfg: C.MorphConfig | None = None, stage: int = 1, fit: bool = True) -> dict:
+                cfg: C.MorphConfig | None = None, stage: int = 1, fit: bool = True, start: int | None = None) -> dict:
     """Make the first `active` blocks generated. The MLPs of a block added now start as copies of its predecessor's
     (INR initialisation, paper 000 sec. 3.3) or from their own initial weights `initial` (an INR state_dict). With
     `cfg.prefit`, those MLPs are then fitted to the prior's tensors (`prefit`; the predecessor's copy is its warm
-    start); `fit=False` skips that work when a saved stage checkpoint will replace the state anyway.
+    start); `fit=False` skips that work when a saved stage checkpoint will replace the state anyway. The blocks new
+    to generation are `start` … active − 1 (default: from the currently active count; a run's first stage passes 0,
+    since its first blocks are active from the start, hold their own initial weights, and are due their pre-fit).
     Returns {block: pre-fit record} of the blocks fitted now."""
-    added = range(0 if stage == 1 else net.active, active)  # blocks new to generation (0-based); in stage 1 the
-    # blocks already active hold their own initial weights (reloading them is a no-op), but the pre-fit is due
+    added = range(net.active if start is None else start, active)  # blocks new to generation (0-based)
     net.set_active(active)
     records = {}
     for block in added:
@@ -271,7 +272,7 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         fitted = out_dir / f"prefit_stage{stage}.json"  # the pre-fit's record; its state lives in the checkpoint
         again = not (resume and checkpoint.exists() and fitted.exists())
         added = range(0 if stage == 1 else net.active, active)
-        records = begin_stage(net, active, cfg.incremental and cfg.inr_init, initial, cfg, stage, again)
+        records = begin_stage(net, active, cfg.incremental and cfg.inr_init, initial, cfg, stage, again, added.start)
         probe = {}
         if cfg.size_features == "neutral" and again:
             # what the neutral size features change before any task training: validation accuracy at the selection

@@ -217,3 +217,19 @@ def test_notebook_06_records_the_explorer_and_draws_its_default_view(smoke_run):
     executed = nbformat.read(folder / "06_gamma_explorer.ipynb", as_version=4)
     state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert any(w["model_name"] == "FloatSliderModel" for w in state.values())  # the live panel, saved
+
+
+@pytest.mark.notebook
+def test_notebook_07_reads_the_runs_against_the_null_control(smoke_run):
+    folder = smoke_run[0] / "07_why_blocks_switch_off"
+    m = io.read_json(folder / "metrics.json")
+    assert m["runs"] == {"htty": "htty", "prefit": "prefit", "null": "null", "neumeta": "neumeta"}
+    assert m["alpha_zero_gradient"]["0.0"] == 0.0 and m["alpha_zero_gradient"]["1.0"] > 0  # measured, not asserted
+    null = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "null" / "metrics.json")["accuracy"]["0"]
+    prefit = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "prefit" / "metrics.json")
+    assert m["null_accuracy"] == null
+    assert m["over_null"]["prefit"] == {g: round(100 * (a - null), 2) for g, a in prefit["accuracy"].items()}
+    assert [r["block"] for r in m["prefit"]] == [b for b in prefit["blocks"] for _ in range(4)]  # 4 tensors a block
+    assert set(m["sentences"]) == {"htty", "prefit"} and all("branch scale" in s for s in m["sentences"].values())
+    for name in ("evidence.png", "prefit.png", "final_gamma.png"):
+        assert (folder / name).is_file(), name

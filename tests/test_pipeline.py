@@ -43,7 +43,8 @@ def kit_folder(tmp_path):
     return folder, tmp_path / "run", ran
 
 
-ALL = ["01_a", "02_b", *(f"{MORPH}/{v}" for v in ("htty", "htty-blocks1", "neumeta", "neumeta-blocks1"))]  # sorted
+ALL = ["01_a", "02_b", *(f"{MORPH}/{v}" for v in ("htty", "htty-blocks1", "neumeta", "neumeta-blocks1", "null",
+                                                    "null-blocks1", "prefit"))]  # sorted
 
 
 def _statuses(records):
@@ -64,10 +65,10 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
     assert set(io.read_json(out / MORPH / "htty" / pipeline.STAMP)["upstream"]) == {"01_a", "02_b"}  # not neumeta
 
     again = go()
-    assert ran() == [] and [r["status"] for r in again] == ["skipped"] * 6
+    assert ran() == [] and [r["status"] for r in again] == ["skipped"] * len(ALL)
     assert [r["parameters"] for r in again] == [r["parameters"] for r in first] and {r["seconds"] for r in again} == {0}
     summary = io.read_json(out / "pipeline.json")
-    assert [n["status"] for n in summary["notebooks"]] == ["skipped"] * 6 and summary["seeds"] == 1
+    assert [n["status"] for n in summary["notebooks"]] == ["skipped"] * len(ALL) and summary["seeds"] == 1
 
     nb = nbformat.read(folder / "02_b.ipynb", as_version=4)  # an edited notebook reruns, and so does all after it
     nb.cells.append(nbformat.v4.new_code_cell("edited = True"))
@@ -80,15 +81,15 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
     assert _statuses(go(seed=1))["01_a"] == "skipped" and ran() == ALL[1:]  # 01 does not declare SEED
 
     # --only: the lower-numbered notebooks' stamps on disk decide, so a rerun of 01 alone reruns 03 later
-    assert [r["status"] for r in go(seed=1, only=["03"])] == ["skipped"] * 4 and ran() == []
+    assert [r["status"] for r in go(seed=1, only=["03"])] == ["skipped"] * (len(ALL) - 2) and ran() == []
     assert [r["status"] for r in go(seed=1, only=["01"], force=True)] == ["ok"] and ran() == ["01_a"]
-    assert [r["status"] for r in go(seed=1, only=["03"])] == ["ok"] * 4 and ran() == ALL[2:]
+    assert [r["status"] for r in go(seed=1, only=["03"])] == ["ok"] * (len(ALL) - 2) and ran() == ALL[2:]
 
     monkeypatch.chdir(out.parent)  # OUT_DIR is absolute: a relative run folder names the same stamps
     assert _statuses(go(seed=1, out="run"))["01_a"] == "skipped" and ran() == ALL[1:]  # 02 was behind 01
-    assert [r["status"] for r in go(seed=1, out="run")] == ["skipped"] * 6 and ran() == []
+    assert [r["status"] for r in go(seed=1, out="run")] == ["skipped"] * len(ALL) and ran() == []
 
-    assert [r["status"] for r in go(seed=1, force=True)] == ["ok"] * 6 and ran() == ALL
+    assert [r["status"] for r in go(seed=1, force=True)] == ["ok"] * len(ALL) and ran() == ALL
 
 
 def test_a_failed_run_leaves_no_stamp_and_is_redone(tmp_path):
@@ -124,19 +125,20 @@ def test_an_unreadable_stamp_means_rerun(kit_folder):
     assert ran() == ["01_a", "01_a"]
 
 
-def test_seeds_sets_the_htty_and_neumeta_rows_of_notebook_03():
+def test_seeds_sets_the_seeded_rows_of_notebook_03():
     quick = pipeline.variants(MORPH, "quick", seed=5, seeds=2)
-    assert quick == [("htty-s5", {"METHOD": "htty", "SEED": 5}), ("htty-s6", {"METHOD": "htty", "SEED": 6}),
-                     ("neumeta-s5", {"METHOD": "neumeta", "SEED": 5}), ("neumeta-s6", {"METHOD": "neumeta", "SEED": 6}),
-                     ("htty-blocks1", {"METHOD": "htty", "SETTING": "layer2.1,layer2.2,layer3.1:1",
-                                       "GAMMAS_EVAL": [0.0, 0.25, 0.5], "SEED": 5}),
-                     ("neumeta-blocks1", {"METHOD": "neumeta", "SETTING": "layer2.1,layer2.2,layer3.1:1",
-                                          "GAMMAS_EVAL": [0.0, 0.25, 0.5], "SEED": 5})]
+    one = {"SETTING": "layer2.1,layer2.2,layer3.1:1", "GAMMAS_EVAL": [0.0, 0.25, 0.5], "SEED": 5}
+    assert quick == [("null-s5", {"METHOD": "null", "SEED": 5, "GAMMAS_EVAL": [0.0]}),
+                     ("null-s6", {"METHOD": "null", "SEED": 6, "GAMMAS_EVAL": [0.0]}),
+                     ("null-blocks1", {"METHOD": "null", "SETTING": one["SETTING"], "GAMMAS_EVAL": [0.0], "SEED": 5}),
+                     *[(f"{m}-s{s}", {"METHOD": m, "SEED": s}) for m in ("htty", "neumeta", "prefit") for s in (5, 6)],
+                     ("htty-blocks1", {"METHOD": "htty", **one}), ("neumeta-blocks1", {"METHOD": "neumeta", **one})]
     assert pipeline.variants(MORPH, "quick", seeds=None) == pipeline.variants(MORPH, "quick", seeds=1)
     assert pipeline.variants(MORPH, "full") == pipeline.variants(MORPH, "full", seeds=3)
-    full, one = pipeline.variants(MORPH, "full"), pipeline.variants(MORPH, "full", seeds=1)
-    assert [n for n, _ in one[:2]] == ["htty", "neumeta"] and one[2:] == full[6:]  # the other rows run once either way
-    assert len(one) == 11 and len(pipeline.variants(MORPH, "paper", seeds=1)) == 15  # paper: 6-block sweep
+    full, single = pipeline.variants(MORPH, "full"), pipeline.variants(MORPH, "full", seeds=1)
+    assert [n for n, _ in single[:5]] == ["null", "null-blocks1", "htty", "neumeta", "prefit"]
+    assert single[5:] == full[13:]  # the other rows run once either way
+    assert len(single) == 21 and len(pipeline.variants(MORPH, "paper", seeds=1)) == 25  # paper: 6-block sweep
     assert pipeline.variants("01_prior_training", "full", seeds=4) == [("", {})]
 
 
