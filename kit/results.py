@@ -106,8 +106,9 @@ def versus_null(summary: dict[str, dict], margin: float = 0.01) -> dict[str, str
         if gaps[hi] <= margin:
             out[name] = f"{name}: {span}: nowhere clearly above it, so its generated blocks carry no function."
         elif gaps[lo] <= margin:
-            out[name] = (f"{name}: {span}: above it only at some γ; where it is not, the generated blocks do nothing "
-                         "the tail alone does not.")
+            above = ", ".join(g for g in sorted(gaps, key=float) if gaps[g] > margin)
+            out[name] = (f"{name}: {span}: above it only at some γ ({above}); at the others the network does no better "
+                         "than the prior with those blocks removed and its tail retrained.")
         else:
             out[name] = f"{name}: {span}: above it at every γ, so the generated blocks carry function."
     return out

@@ -103,6 +103,8 @@ def block_sentence(name: str, report: dict[str, dict]) -> str:
     scales = [r["branch scale"] for r in report.values()]
     errors = [v for r in report.values() for k, v in r.items() if k in ("error conv1.weight", "error conv2.weight")]
     state = ("switched off (all but the identity map)" if max(scales) < 0.1 else
-             "carrying the prior's kernels" if min(scales) >= 0.5 and max(errors) <= 0.3 else "partly on")
+             "on, carrying the prior's kernels" if min(scales) >= 0.5 and max(errors) <= 0.3 else
+             f"on, with kernels that depart from the prior's (largest error {max(errors):.2f})" if min(scales) >= 0.5
+             else "partly on")
     return (f"{name}: {len(report)} generated block(s), branch scale {min(scales):.3f}–{max(scales):.3f}, kernel "
             f"error {min(errors):.2f}–{max(errors):.2f}: {state}.")
