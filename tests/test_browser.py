@@ -107,8 +107,8 @@ def lab(tmp_path, smoke_run):
 def test_notebook_06_in_jupyterlab_moves_with_the_gamma_slider(lab, smoke_run):
     from playwright.sync_api import sync_playwright
     base, token, out = lab
-    oracle = E.Explorer(smoke_run[0] / "03_incremental_metamorphosis" / "htty" / "metamorph.pt",
-                        C.build(C.ExplorerConfig, "smoke"))
+    oracle = E.Explorer(E.default_checkpoint(smoke_run[0]), C.build(C.ExplorerConfig, "smoke"))  # what 06 opens
+    own = oracle.checkpoint.parent.name  # the panel's default method: the checkpoint's own (the pre-fit recipe)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
@@ -136,10 +136,10 @@ def test_notebook_06_in_jupyterlab_moves_with_the_gamma_slider(lab, smoke_run):
         panel.screenshot(path=str(SCREENSHOTS / "06_gamma_explorer_before.png"))
 
         # drag the γ handle to the end of the track where the explorer says the accuracy differs from the default
-        k = min(oracle.methods["htty"].k, oracle.cfg.k_max)  # the panel's defaults: the checkpoint's K, γ mid-pool
+        k = min(oracle.methods[own].k, oracle.cfg.k_max)  # the panel's defaults: the checkpoint's K, γ mid-pool
         lo, hi = oracle.gamma_range()
-        default = oracle.view(E.Settings("htty", lo + round((max(oracle.pool) / 2 - lo) / oracle.step) * oracle.step, k))
-        ends = {g: oracle.view(E.Settings("htty", g, k)) for g in (hi, lo)}
+        default = oracle.view(E.Settings(own, lo + round((max(oracle.pool) / 2 - lo) / oracle.step) * oracle.step, k))
+        ends = {g: oracle.view(E.Settings(own, g, k)) for g in (hi, lo)}
         target = next((g for g, v in ends.items() if v.accuracy != default.accuracy), None)
         assert target is not None, "the smoke network's accuracy is the same at both ends of γ: nothing to see change"
         handle = panel.locator(".kit-gamma .noUi-handle")
