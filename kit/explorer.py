@@ -106,9 +106,11 @@ def default_checkpoint(run_dir: str | Path) -> Path:
     return run_dir / results.MORPH_FOLDER / min(main)[3] / "metamorph.pt"
 
 
-def discover(checkpoint: Path, record: dict, blocks: list[str], run_dir: Path | None) -> tuple[dict[str, Method], dict]:
-    """({key: Method}, {γ key: Individual accuracy}): the checkpoint itself first, then what `run_dir` holds on the
-    same blocks: the other notebook-03 runs with a metamorph.pt, and notebook 04's criteria (with its prior.pt)."""
+def discover(checkpoint: Path, record: dict, blocks: list[str],
+             run_dir: Path | None) -> tuple[dict[str, Method], dict, float | None]:
+    """({key: Method}, {γ key: Individual accuracy}, the null control's accuracy or None): the checkpoint itself first,
+    then what `run_dir` holds on the same blocks: the other notebook-03 runs with a metamorph.pt, and notebook 04's
+    criteria (with its prior.pt). The null control on these blocks is a level to draw, not a method."""
     from kit.report import display_name
     own_metrics = checkpoint.parent / "metrics.json"
     runs = results.morph_runs(run_dir) if run_dir and (run_dir / results.MORPH_FOLDER).is_dir() else {}
@@ -138,7 +140,9 @@ def discover(checkpoint: Path, record: dict, blocks: list[str], run_dir: Path | 
                 curve = lambda ft: {metamorph.gamma_key(r["gamma"]): r["accuracy"] for r in rows
                                     if r["criterion"] == c and r["family"] == PRUNING and r["finetuned"] == ft}
                 methods[f"prune-{c}"] = Method(f"prune-{c}", f"pruning: {c}", PRUNING, prior, curve(False), 1, curve(True))
-    return methods, individual
+    null = next((next(iter(m["accuracy"].values())) for m in runs.values()
+                 if results.is_null(m) and m.get("blocks") == blocks and m.get("accuracy")), None)
+    return methods, individual, null
 
 
 class Explorer:
@@ -158,10 +162,7 @@ class Explorer:
         self.pool = metamorph.pool_gammas(self.record["config"]["gamma_max"], self.record["config"]["pool_size"])
         self.layers = [s.name for s in self.net.specs[:4 * self.net.active] if s.kind == "kernel"]
         self.run_dir = Path(run_dir).resolve() if run_dir else run_folder_of(self.checkpoint)
-        self.methods, self.individual = discover(self.checkpoint, self.record, self.blocks, self.run_dir)
-        runs = results.morph_runs(self.run_dir) if self.run_dir and (self.run_dir / results.MORPH_FOLDER).is_dir() else {}
-        self.null = next((next(iter(m["accuracy"].values())) for m in runs.values()  # the null control's level
-                          if results.is_null(m) and m.get("blocks") == self.blocks and m.get("accuracy")), None)
+        self.methods, self.individual, self.null = discover(self.checkpoint, self.record, self.blocks, self.run_dir)
         self.data = evaluation_data(self.record["prior_config"], self.cfg.eval_images, self.cfg.seed, self.device)
         self.step = 1.0 / max(self.reference.values())  # one channel of the widest block
         self._nets = {self.checkpoint.parent.name: self.net}  # the checkpoint's own method is loaded already

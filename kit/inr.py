@@ -106,14 +106,18 @@ class WeightINR(nn.Module):
         if size_encoding not in SIZE_ENCODINGS:
             raise KitError(f"Unknown size encoding {size_encoding!r}; choose one of {', '.join(SIZE_ENCODINGS)}.")
         self.specs, self.num_freqs, self.disentangled = list(specs), num_freqs, disentangled
-        # 'offset': the size features (O/O_ref, I/I_ref and their Fourier features) minus their value at the prior's
-        # size, so the prior's size reaches the MLP through them as exactly 0 and their weights only act at other sizes
-        offset = torch.zeros(6 * (1 + 2 * num_freqs))
-        if size_encoding == "offset":
-            cols = size_columns(num_freqs)
-            offset[cols] = fourier_features(torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]]), num_freqs)[0, cols]
+        # what the MLP's input holds in the size columns (O/O_ref, I/I_ref and their Fourier features) at the prior's
+        # size. 'offset' subtracts it from every input row, so the prior's size reaches the MLP through those columns
+        # as exactly 0 and their weights only act at other sizes.
+        cols = size_columns(num_freqs)
+        at_prior, mask = torch.zeros(6 * (1 + 2 * num_freqs)), torch.zeros(6 * (1 + 2 * num_freqs), dtype=torch.bool)
+        at_prior[cols] = fourier_features(torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]]), num_freqs)[0, cols]
+        mask[cols] = True
         self.size_encoding = size_encoding
-        self.register_buffer("size_offset", offset, persistent=False)  # (in_dim,), subtracted from every input row
+        self.register_buffer("size_offset", at_prior if size_encoding == "offset" else torch.zeros_like(at_prior),
+                             persistent=False)  # (in_dim,), subtracted from every input row
+        self.register_buffer("size_at_prior", at_prior - self.size_offset, persistent=False)  # (in_dim,), as the MLP sees it
+        self.register_buffer("size_mask", mask, persistent=False)  # (in_dim,) bool: the size columns
         self.kernels = [i for i, s in enumerate(specs) if s.kind == "kernel"]
         self.biases = [i for i, s in enumerate(specs) if s.kind == "bias"]
         self.row = {i: r for group in (self.kernels, self.biases) for r, i in enumerate(group)}  # slot → row in its bank
@@ -166,10 +170,7 @@ class WeightINR(nn.Module):
             wanted = [i for i in members if i in size]
             if not wanted:
                 continue
-            learn = None
-            if sizes_only:
-                learn = torch.zeros(bank.w_in.shape[1], device=device)
-                learn[size_columns(self.num_freqs)] = 1.0
+            learn = self.size_mask.float() if sizes_only else None  # gradient only on the size columns' weights
             raw = bank.run(self._inputs(wanted, size, noise, generator, device), chunk, [self.row[i] for i in wanted], learn)
             for i, r in zip(wanted, raw):  # kernels decoded; a bias is the first output (NeuMeta) or the only one
                 out[i] = self._decode_kernel(r, *size[i], self.specs[i].kernel) if self.specs[i].kind == "kernel" else r[:, 0]
@@ -193,13 +194,11 @@ class WeightINR(nn.Module):
         of `slots`, folding their value at the prior's size (both ratios 1) into the first-layer bias. The MLPs'
         output at the prior's size is unchanged; at another size it starts as the same function of the index
         coordinates, i.e. a resampling of what was fitted (issue 15, `MorphConfig.size_features`)."""
-        f, cols = self.num_freqs, size_columns(self.num_freqs)
+        cols = self.size_mask
         for i in slots:
             bank = self.kernel_bank if self.specs[i].kind == "kernel" else self.bias_bank
             w, r = bank.w_in, self.row[i]  # w: (count, in_dim, hidden)
-            at_prior = fourier_features(torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], device=w.device), f)[0, cols]
-            at_prior = at_prior - self.size_offset[cols]  # what the MLP sees at the prior's size (0 when 'offset')
-            bank.b_in[r, 0] += at_prior.to(w.dtype) @ w[r, cols]  # (hidden,)
+            bank.b_in[r, 0] += self.size_at_prior[cols].to(w.dtype) @ w[r, cols]  # (hidden,); 0 when 'offset'
             w[r, cols] = 0.0
 
     def _decode_kernel(self, raw: torch.Tensor, out_size: int, in_size: int, k: int) -> torch.Tensor:

@@ -103,18 +103,18 @@ class MorphTask(train.Task):
         else:
             gamma = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.draws))]
         if not cfg.train_inr:  # the null control: α ≡ 0 removes the blocks, so their weights never matter
-            loss, logits = self._task_loss(net(x, 0.0, self.targets), y)
-            return self.cfg.loss.task * loss, logits
+            logits = net(x, 0.0, self.targets)
+            return cfg.loss.task * self._task_loss(logits, y), logits
         weights = net.generate(gamma, noise=cfg.coordinate_noise, sizes_only=cfg.width_updates == "sizes" and gamma != 0)
         logits = net(x, gamma, weights)
-        loss = cfg.loss.task * self._task_loss(logits, y, x)[0]
+        loss = cfg.loss.task * self._task_loss(logits, y, x)
         if cfg.loss.regularization:
             loss = loss + cfg.loss.regularization * sum(w.float().norm() for w in weights.values())
         if gamma == 0 and cfg.loss.reconstruction:
             loss = loss + cfg.loss.reconstruction * reconstruction_loss(weights, self.targets, cfg.loss.reconstruction_kind)
         return loss, logits
 
-    def _task_loss(self, logits, y, x=None):
+    def _task_loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """(1 − d)·CE + d·KL(prior ‖ net), d = loss.distill; the prior's logits come from the frozen skeleton."""
         d = self.cfg.loss.distill
         loss = F.cross_entropy(logits, y) if d < 1 else logits.new_zeros(())
@@ -123,7 +123,7 @@ class MorphTask(train.Task):
                 teacher = F.log_softmax(self.module.skeleton(x).float(), dim=1)  # (B, classes)
             kd = F.kl_div(F.log_softmax(logits.float(), dim=1), teacher, log_target=True, reduction="batchmean")
             loss = (1 - d) * loss + d * kd
-        return loss, logits
+        return loss
 
     @torch.no_grad()
     def after_step(self) -> None:

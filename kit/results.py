@@ -187,15 +187,15 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
       min_over_pruning      smallest recipe − best pruning criterion without fine-tuning, over the γ both have
       over_finetuned        {γ: recipe − best fine-tuned pruning} where notebook 04 fine-tuned
       max_kernel_error, min_branch_scale   over the generated blocks at γ = 0, worst seed"""
-    mine = [r for r in runs.values() if r.get("method") == method and r.get("ablation", "none") == "none"
-            and r.get("config", {}).get("epoch_scale", 1) == 1]
+    mine = {k: r for k, r in runs.items() if r.get("method") == method and r.get("ablation", "none") == "none"
+            and r.get("config", {}).get("epoch_scale", 1) == 1}
     if not mine:
         return None
-    setting = max({r["setting"] for r in mine}, key=lambda s: len(s))
-    mine = [r for r in mine if r["setting"] == setting]
-    row = summarise({k: r for k, r in runs.items() if r in mine}, setting)[method]
+    setting = max({r["setting"] for r in mine.values()}, key=len)
+    mine = {k: r for k, r in mine.items() if r["setting"] == setting}
+    row = summarise(mine, setting)[method]
     acc = {g: m for g, (m, _) in row["accuracy"].items()}
-    prior = mine[0]["prior_accuracy"]
+    prior = next(iter(mine.values()))["prior_accuracy"]
     kinds = row["kind"]
     seen = [g for g in acc if kinds.get(g) == "seen" and 0 <= float(g) <= 0.5]
     between = [g for g in acc if kinds.get(g) == "between"]
@@ -207,9 +207,10 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
                                            / len(between)) if seen and between else None),
            "null_accuracy": null,
            "min_over_null": None if null is None else min(100 * (a - null) for g, a in acc.items() if float(g) <= 0.5),
-           "max_kernel_error": max(v for r in mine for b in (r.get("block_report") or {}).values()
+           "max_kernel_error": max(v for r in mine.values() for b in (r.get("block_report") or {}).values()
                                    for k, v in b.items() if k.startswith("error") and k.endswith("weight")),
-           "min_branch_scale": min(b["branch scale"] for r in mine for b in (r.get("block_report") or {}).values()),
+           "min_branch_scale": min(b["branch scale"] for r in mine.values()
+                                   for b in (r.get("block_report") or {}).values()),
            "min_over_pruning": None, "over_finetuned": {}}
     if baselines and baselines.get("setting") == setting:
         from kit.metamorph import gamma_key
