@@ -1,7 +1,8 @@
 """kit: a research kit for metamorphic neural networks (NeuMeta, paper 002; HTTY, paper 000).
 
 Modules, one concept each:
-  config    run configuration dataclasses and the named profiles (smoke, quick, full, paper)
+  config    run configuration dataclasses, strict validation, `build` from a profile plus overrides
+  profiles  the named profiles (smoke, quick, full, paper) as overrides of the dataclasses' defaults
   data      datasets in memory, on-device augmentation (Fashion-MNIST, CIFAR-10/100)
   models    CIFAR ResNets with per-block hidden widths, BatchNorm folding, cost counts
   train     the shared training loop and the prior trainer
@@ -12,7 +13,7 @@ Modules, one concept each:
   metatrain metamorphic training (NeuMeta) as a task on the shared loop; evaluation across γ
   plots     figures used by the notebooks
   pipeline  runs the numbered notebooks headlessly with papermill
-  bench     benchmarks (`python -m kit bench …`); bench_inr  the INR benchmark against NeuMeta-style code
+  bench     benchmarks, a package with one module each (`python -m kit bench prior | permute | inr | …`)
   io        atomic checkpoints and JSON records;  runtime  device, seeds, provenance
 Importing kit never imports torchvision.
 """

@@ -5,10 +5,12 @@
   morph        export a plain network at a compression ratio γ from a metamorphic checkpoint
   evaluate     accuracy, widths and cost of a metamorphic checkpoint at several γ (table + CSV)
   summary      the table of a run folder's notebook-03 runs (mean ± std over seeds) and paper 000's comparisons
-  bench        benchmarks (`bench prior | permute | inr | htty | explorer`)
+  bench        benchmarks, one module each in kit/bench/ (`bench prior | permute | inr | htty | prefit | explorer`)
   lab          open JupyterLab on the notebooks, in this environment
   data         check that a dataset is available (fetch CIFAR when the network allows)
 Errors the user can fix are printed as one sentence, without a traceback.
+Relative paths are taken from the project root (the checkout the kit is installed from), whatever the current
+folder: the notebooks (which run in notebooks/) and every command mean the same file by 'results/…'.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from kit.config import DATASETS, PROFILES
+from kit.config import DATASETS
 from kit.errors import KitError
+from kit.profiles import PROFILES
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -39,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="seeds of each HTTY/NeuMeta run of notebook 03 (default: 3 in full and paper, else 1)")
     p.add_argument("--force", action="store_true", help="rerun every notebook, even those already up to date")
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a config field of one notebook's config: prior.* (01), permute.* (02), morph.* (03), "
+                        "baseline.* (04), explorer.* (06), e.g. morph.inr.hidden=256 prior.optim.lr=0.05")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("[NN:]NAME", "VALUE"),
+                   help="a notebook parameter, for every notebook declaring NAME (or notebook NN only), "
+                        "e.g. -p EPOCH_SCALE 3 -p 04:FINETUNE_EPOCHS 1; VALUE is JSON or a bare string")
 
     p = sub.add_parser("train-prior", help="train the prior ResNet (what notebook 01 does)")
     _common(p)
@@ -100,6 +109,23 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def project_path(path: str) -> Path:
+    """kit.runtime.project_path, imported on use: `python -m kit --help` does not import torch."""
+    from kit.runtime import project_path as resolve
+    return resolve(path)
+
+
+def _pairs(items: list[str]) -> dict:
+    """--set KEY=VALUE … as {KEY: value}; values are JSON (numbers, lists, true) or bare strings."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KitError(f"--set takes KEY=VALUE pairs; got {item!r}.")
+        pairs[key] = _parse_value(value)
+    return pairs
+
+
 def _parse_value(text: str):
     import json
     try:
@@ -125,9 +151,10 @@ def _dispatch(args) -> int:
         from kit import pipeline
         from kit import config as C
         dataset = args.dataset or C.build(C.PriorConfig, args.profile).data.name  # the profile's by default
-        out = Path(args.out or f"results/{args.profile}-{dataset}").resolve()
+        out = project_path(args.out or f"results/{args.profile}-{dataset}")
         records = pipeline.run(args.profile, args.dataset, out, args.device, args.seed, args.only, timeout=args.timeout,
-                               seeds=args.seeds, force=args.force)
+                               seeds=args.seeds, force=args.force, overrides=_pairs(args.set),
+                               params=[(name, _parse_value(value)) for name, value in args.parameter])
         skipped = sum(r["status"] == "skipped" for r in records)
         print(f"pipeline finished: {len(records)} run(s), {skipped} up to date and skipped, "
               f"in {sum(r['seconds'] for r in records):.0f} s -> {out}")
@@ -135,25 +162,22 @@ def _dispatch(args) -> int:
         from kit import config as C
         from kit import io, train
         overrides = {"seed": args.seed, "runtime.device": args.device, "data.name": args.dataset,
-                     "model.depth": args.depth, "model.width": args.width, "optim.epochs": args.epochs}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise KitError(f"--set takes KEY=VALUE pairs; got {item!r}.")
-            overrides[key] = _parse_value(value)
+                     "model.depth": args.depth, "model.width": args.width, "optim.epochs": args.epochs,
+                     **_pairs(args.set)}
         cfg = C.build(C.PriorConfig, args.profile, overrides)
-        out = Path(args.out).resolve()
+        out = io.writable_dir(project_path(args.out), "--out folder")
         result = train.train_prior(cfg, out, resume=not args.no_resume)
         io.write_metrics(out, result.metrics, cfg)
         print(f"prior: test accuracy {result.metrics['test_accuracy']:.4f} (epoch {result.metrics['best_epoch']}, "
               f"{result.metrics['parameters']:,} parameters) -> {result.checkpoint}")
     elif args.command == "morph":
-        from kit import metamorph, models
-        net, record = metamorph.load(args.checkpoint)
+        from kit import io, metamorph, models
+        checkpoint = project_path(args.checkpoint)
+        out = io.check_target(project_path(args.out), "--out file", inputs=(checkpoint,))  # before any work
+        net, record = metamorph.load(checkpoint)
         k = record["config"]["k_samples"] if args.k is None else args.k
         model = net.export(args.gamma, k, args.seed)
-        path = models.save_plain(model, args.out, **metamorph.export_record(record, args.checkpoint, args.gamma, k,
-                                                                           args.seed))
+        path = models.save_plain(model, out, **metamorph.export_record(record, checkpoint, args.gamma, k, args.seed))
         cost = net.cost(args.gamma, record["input_shape"])
         print(f"γ = {args.gamma}: widths {net.widths(args.gamma)}, {cost['parameters']:,} parameters, "
               f"{cost['macs'] / 1e6:.1f} M MACs, K = {k} -> {path}")
@@ -162,22 +186,24 @@ def _dispatch(args) -> int:
     elif args.command == "summary":
         _summary(args)
     elif args.command == "bench":
-        from kit import bench
+        # One benchmark module imported per run: each loads only what it measures.
         if args.what == "prior":
+            from kit.bench import prior as bench
             bench.print_prior(bench.bench_prior(args.device, args.batch_size, args.steps, args.rounds))
         elif args.what == "htty":
-            from kit import bench_htty
-            bench_htty.print_htty(bench_htty.bench_htty(args.profile, args.device, rounds=args.rounds))
+            from kit.bench import htty as bench
+            bench.print_htty(bench.bench_htty(args.profile, args.device, rounds=args.rounds))
         elif args.what == "prefit":
-            from kit import bench_prefit
-            bench_prefit.print_prefit(bench_prefit.bench_prefit(args.run, args.profile, args.device, args.rounds))
+            from kit.bench import prefit as bench
+            bench.print_prefit(bench.bench_prefit(args.run, args.profile, args.device, args.rounds))
         elif args.what == "explorer":
-            from kit import bench_explorer
-            bench_explorer.print_explorer(bench_explorer.bench_explorer(args.checkpoint, args.profile, args.device))
+            from kit.bench import explorer as bench
+            bench.print_explorer(bench.bench_explorer(args.checkpoint, args.profile, args.device))
         elif args.what == "inr":
-            from kit import bench_inr
-            bench_inr.print_inr(bench_inr.bench_inr(args.device, rounds=args.rounds))
+            from kit.bench import inr as bench
+            bench.print_inr(bench.bench_inr(args.device, rounds=args.rounds))
         else:
+            from kit.bench import permute as bench
             bench.print_permute(bench.bench_permute(seconds=args.seconds_per_group, checkpoint=args.checkpoint))
     elif args.command == "lab":
         return _lab(args)
@@ -216,7 +242,10 @@ def _evaluate(args) -> None:
         raise KitError("--gammas needs at least one number, e.g. 0,0.25,0.5.")
     if args.k is not None and args.k < 1:
         raise KitError(f"The number of averaged generations K must be an integer ≥ 1; got {args.k}.")
-    net, record = metamorph.load(args.checkpoint)
+    checkpoint = project_path(args.checkpoint)
+    out = project_path(args.csv) if args.csv else checkpoint.resolve().parent / "evaluate.csv"
+    io.check_target(out, "--csv file", inputs=(checkpoint,))  # before any work
+    net, record = metamorph.load(checkpoint)
     cfg = record["config"]
     k = cfg["k_samples"] if args.k is None else args.k
     for g in gammas:
@@ -231,7 +260,6 @@ def _evaluate(args) -> None:
         rows.append({"gamma": metamorph.gamma_key(g), "kind": net.kind(g, pool),
                      "widths": " ".join(str(h) for h in net.widths(g).values()), "parameters": cost["parameters"],
                      "macs": cost["macs"], f"{args.split}_accuracy": accuracy[metamorph.gamma_key(g)], "k": k})
-    out = Path(args.csv) if args.csv else Path(args.checkpoint).resolve().parent / "evaluate.csv"
     print(f"{'γ':>8} {'kind':>8} {'widths':>12} {'parameters':>11} {'MACs (M)':>9} {args.split + ' acc':>9}")
     for r in rows:
         print(f"{r['gamma']:>8} {r['kind']:>8} {r['widths']:>12} {r['parameters']:>11,} {r['macs'] / 1e6:>9.2f} "
@@ -242,22 +270,29 @@ def _evaluate(args) -> None:
 
 def _summary(args) -> None:
     from kit import metamorph, results
-    runs = results.morph_runs(args.folder)
+    folder = project_path(args.folder)
+    if not folder.is_dir():
+        raise KitError(f"{folder} is not a folder; point at a run folder written by `python -m kit pipeline`.")
+    runs = results.morph_runs(folder)
     if not runs:
-        raise KitError(f"No finished notebook-03 run (a metrics.json under {results.MORPH_FOLDER}/) in {args.folder}; "
+        raise KitError(f"No finished notebook-03 run (a metrics.json under {results.MORPH_FOLDER}/) in {folder}; "
                        "point at a run folder written by `python -m kit pipeline`.")
     summary = results.summarise(runs, args.setting)
     prior = next(iter(runs.values()))["prior_accuracy"]
-    print(f"setting {next(iter(summary.values()))['setting']}; test accuracy (%), mean ± std over seeds\n")
+    seeds = sorted({row["seeds"] for row in summary.values()})
+    over = "1 seed, no spread" if seeds == [1] else "mean ± std over seeds"
+    print(f"setting {next(iter(summary.values()))['setting']}; test accuracy (%), {over}\n")
     print(results.table(summary, prior))
     for name, row in summary.items():
         mean, std = row["train_seconds"]
-        print(f"{name}: training {mean:.0f} ± {std:.0f} s")
+        print(f"{name}: training {mean:.0f} ± {std:.0f} s" if row["seeds"] > 1 else f"{name}: training {mean:.0f} s")
     if {"htty", "neumeta"} <= set(summary):
         cmp = results.comparison(summary, prior)
-        print("\nHTTY − NeuMeta per γ (points; spread = std_htty + std_neumeta):")
+        single = summary["htty"]["seeds"] == 1 and summary["neumeta"]["seeds"] == 1
+        print("\nHTTY − NeuMeta per γ (points; " + ("1 seed, no spread):" if single else
+                                                   "spread = std_htty + std_neumeta):"))
         for g, m in cmp["margin"].items():
-            print(f"  γ = {g:>9}: {100 * m['margin']:+6.2f}  (spread {100 * m['spread']:.2f})")
+            print(f"  γ = {g:>9}: {100 * m['margin']:+6.2f}" + ("" if single else f"  (spread {100 * m['spread']:.2f})"))
         if cmp["prior_gap"] is not None:
             print(f"prior − HTTY at γ = 0: {100 * cmp['prior_gap']:.2f} points")
         for name, d in cmp["seen_to_between_drop"].items():

@@ -6,7 +6,8 @@ the same channels of the prior as the baseline. `Explorer(checkpoint)` loads a m
 metamorph.pt) and, where its run folder holds them, the other notebook-03 runs on the same blocks (NeuMeta, seeds,
 ablations) and notebook 04's pruning criteria: each a selectable `Method`. `view(Settings)` evaluates the network
 a method makes at γ on a fixed class-balanced subset of the test split and gives its parameters and MACs relative
-to that method's γ = 0 network, its widths and one kernel tensor; `export` writes that network to a file.
+to that method's γ = 0 network, its widths and one kernel tensor beside the prior's (both as `kit.plots.
+kernel_summary`, the kit's one kernel summary); `export` writes that network to a file.
 `kit.widgets` draws views and wraps them in ipywidgets (`GammaExplorer`); the tests and `python -m kit bench
 explorer` call both directly.
 
@@ -27,7 +28,7 @@ import torch
 
 from kit import config as C
 from kit import data as D
-from kit import io, metamorph, models, results, train
+from kit import io, metamorph, models, plots, results, train
 from kit.errors import KitError
 from kit.runtime import autocast, pick_device
 
@@ -74,8 +75,10 @@ class View:
     macs: int | None = None  # multiply-accumulates per image
     parameters_ratio: float | None = None  # relative to the method's γ = 0 network
     macs_ratio: float | None = None
-    kernel: torch.Tensor | None = None  # (out, in): Σ over each k×k kernel of `layer`
+    kernel: torch.Tensor | None = None  # (out, in): `plots.kernel_summary` of `layer` in this network
     shape: tuple = ()  # the full kernel tensor's shape (out, in, k, k)
+    prior_kernel: torch.Tensor | None = None  # (H, in): the same summary of the prior's `layer` (γ = 0's target)
+    prior_shape: tuple = ()
     images: int = 0  # test images the accuracy is measured on
     note: str = ""  # why accuracy is None, in one sentence ('' when it is not)
 
@@ -170,6 +173,7 @@ class Explorer:
         self._scores: dict[str, dict[str, torch.Tensor]] = {}
         self._models: OrderedDict[tuple, torch.nn.Module] = OrderedDict()  # the last few networks built
         self._numbers: dict[tuple, dict] = {}  # (method, widths, K) → accuracy, cost, every layer's kernel summary
+        self._prior_kernels: dict[tuple, tuple] = {}  # (family, layer) → the prior's kernel summary and shape
         self._base_cost: dict[str, dict[str, int]] = {}
         self._prefix: dict[str, list] = {}  # method → [(activations entering the first metamorphic block, labels)]
         self._visited: dict[tuple, dict[float, float]] = {}  # (method, K) → {γ: subset accuracy}, uniform γ only
@@ -261,7 +265,7 @@ class Explorer:
                 model = self.network(m.key, s.gamma, s.k)
                 kernels = {n: model.state_dict()[n].float().cpu() for n in self.layers}  # (out, in, k, k) each
                 self._numbers[key] = {"accuracy": self._evaluate(m, model), "cost": self._cost_of(m.family, model),
-                                      "kernels": {n: (w.sum((2, 3)), tuple(w.shape)) for n, w in kernels.items()}}
+                                      "kernels": {n: (plots.kernel_summary(w), tuple(w.shape)) for n, w in kernels.items()}}
         except KitError as err:  # γ outside what this method can make: say so, show nothing stale
             view.note = str(err)
             return view
@@ -273,8 +277,23 @@ class Explorer:
         view.parameters, view.macs = numbers["cost"]["parameters"], numbers["cost"]["macs"]
         view.parameters_ratio, view.macs_ratio = view.parameters / base["parameters"], view.macs / base["macs"]
         view.kernel, view.shape = numbers["kernels"][layer]
+        view.prior_kernel, view.prior_shape = self.prior_kernel(m, layer)
         view.kind = self.net.kind(s.gamma, self.pool) if m.family == METAMORPHIC else "pruned"
         return view
+
+    def prior_kernel(self, m: Method, layer: str) -> tuple[torch.Tensor, tuple]:
+        """(summary, shape) of the prior's `layer` that `m` starts from: the smoothed, BN-folded prior a metamorphic
+        network reconstructs at γ = 0, or the prior (with its BN) that pruning cuts."""
+        key = (m.family if m.family == PRUNING else m.key, layer)
+        if key not in self._prior_kernels:
+            w = (self._metamorphic(m).prior_tensors() if m.family == METAMORPHIC else
+                 self._prior_model(m).state_dict())[layer]
+            self._prior_kernels[key] = (plots.kernel_summary(w), tuple(w.shape))
+        return self._prior_kernels[key]
+
+    def block_report(self, method: str) -> dict[str, dict]:
+        """`kit.results.block_report` of a metamorphic method's blocks (γ = 0 against the prior's tensors)."""
+        return results.block_report(self._metamorphic(self._method(method)))
 
     @torch.no_grad()
     def _evaluate(self, m: Method, model: torch.nn.Module) -> float:

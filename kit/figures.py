@@ -7,16 +7,18 @@
   widths marked, normal against extended (×3 epochs) training where both were run.
 
 Each takes a `kit.report.RunRecords` and a setting and returns a matplotlib Figure; a missing input draws the
-figure's frame with a note saying what is missing and which notebook or profile would supply it.
+figure's frame with a note saying what is missing and which notebook or profile would supply it. Notes about a
+drawn figure are footnotes under its axes, where no legend can cover them. `captions` writes each figure's
+paragraph for report.md from what the run measured.
 """
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from kit import plots, results
+from kit import plots, results, study
 from kit.metamorph import gamma_key
-from kit.report import RunRecords
+from kit.report import RunRecords, block_reports
 
 
 def note_figure(title: str, message: str) -> plt.Figure:
@@ -27,6 +29,36 @@ def note_figure(title: str, message: str) -> plt.Figure:
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=10)
     ax.set_title(title)
     return fig
+
+
+def _footnotes(fig: plt.Figure, notes: list[str]) -> None:
+    """`notes` under the axes, left-aligned, one line each, with the layout redone to make room for them."""
+    if not notes:
+        fig.tight_layout()
+        return
+    fig.text(0.01, 0.01, "\n".join(notes), fontsize=8, va="bottom", ha="left", color="0.25")
+    fig.tight_layout(rect=(0, 0.045 * len(notes) + 0.01, 1, 1))
+
+
+def captions(run: RunRecords, setting: str | None) -> dict[str, str]:
+    """report.md's paragraph for each figure, worded on what the block reports measured: a curve is said to
+    interpolate or extrapolate only when its generated blocks carry function (`kit.study.curve_reading`)."""
+    blocks = block_reports(run, setting)
+    htty = blocks.get("htty", {})
+    off = study.block_state(htty) == study.OFF
+    caveat = (f" HTTY's generated blocks are switched off in this run ({study.block_numbers(htty)}): its points are "
+              "the rest of the network at every γ, not generated weights." if off else "")
+    readings = " ".join(study.curve_reading(name, blocks[key], _mean_curve(run, setting, key)) for key, name in
+                        (("htty", "HTTY"), ("prefit", "The pre-fit recipe")) if key in blocks)
+    return {
+        "fig4_blocks": "HTTY's accuracy after each of its stages (stage k generates the first k blocks) against NeuMeta "
+                       "on the same numbers of blocks, mean over the selection γ." + caveat,
+        "fig4_compression": "HTTY's generated networks against pruning the prior's channels to the same widths (five "
+                            "criteria) and against networks trained individually at those widths." + caveat,
+        "fig6_gamma": "Accuracy at every evaluated γ, the training pool shaded: circles are widths trained on, diamonds "
+                      "widths between them, triangles widths beyond the pool. " +
+                      (readings or "No block report was recorded, so the curve cannot be tied to the generated blocks."),
+    }
 
 
 def _runs(run: RunRecords, setting: str, label: str) -> list[dict]:
@@ -76,13 +108,11 @@ def blocks_sweep(run: RunRecords, setting: str | None) -> plt.Figure:
         ks = sorted(null)
         ax.plot(ks, [100 * null[k] for k in ks], ls=":", marker="x", color="tab:gray",
                 label="null control (those blocks removed, tail retrained)")
-    if len(curves["neumeta"]) < 2:
-        ax.text(0.02, 0.03, "NeuMeta on fewer blocks: not run here (the full profile runs the sweep)",
-                transform=ax.transAxes, fontsize=8, color="tab:red")
     ax.set(xlabel="number of metamorphic blocks", ylabel="test accuracy (%)", title=title + "\n(mean over the selection γ)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    _footnotes(fig, ["NeuMeta on fewer blocks: not run here (the full profile runs the sweep)"]
+               if len(curves["neumeta"]) < 2 else [])
     return fig
 
 
@@ -128,13 +158,11 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
         if ind:
             draw([r["gamma"] for r in ind], [rel(r["parameters"]) for r in ind], [100 * r["accuracy"] for r in ind],
                  marker="*", ms=14, ls="none", color="k", label="individually trained (γ = 0: the prior)")
-    else:
-        ax_g.text(0.02, 0.03, "no baselines for this setting: run notebook 04", transform=ax_g.transAxes, fontsize=8)
     ax_g.set(xlabel="compression ratio γ of the metamorphic blocks", ylabel="test accuracy (%)")
     ax_p.set(xlabel="parameters (% of the prior)" if prior_params else "parameters (thousands)")
     ax_g.legend(fontsize=8, loc="lower left")
     fig.suptitle(title)
-    fig.tight_layout()
+    _footnotes(fig, [] if base is not None else ["no baselines for this setting: run notebook 04"])
     return fig
 
 
@@ -154,7 +182,6 @@ def dense_gamma(run: RunRecords, setting: str | None) -> plt.Figure:
                                   run.prior["test_accuracy"] if run.prior else None, title, others=others,
                                   label="HTTY" + (f" (mean of {len(htty)} seeds)" if len(htty) > 1 else ""),
                                   null=results.null_accuracy(run.morph, setting))
-    if "HTTY, ×3 epochs (extended training)" not in others:
-        fig.axes[0].text(0.02, 0.03, "extended training (×3 epochs): not run here (the full profile runs it)",
-                         transform=fig.axes[0].transAxes, fontsize=8)
+    _footnotes(fig, [] if "HTTY, ×3 epochs (extended training)" in others else
+               ["extended training (×3 epochs): not run here (the full profile runs it)"])
     return fig

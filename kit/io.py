@@ -2,7 +2,9 @@
 
 Every write goes to a temporary file in the same folder and is then renamed over the
 target (`os.replace` is atomic on POSIX and Windows), so a run killed at any moment leaves
-either the old file or the new one.
+either the old file or the new one. Because a rename replaces whatever has the target's name,
+a target that is not a regular file (a folder, /dev/null, a pipe) is refused (`check_target`),
+and commands check their outputs, and that no output is one of their inputs, before any work.
 """
 from __future__ import annotations
 
@@ -20,8 +22,46 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
 
 
+def check_target(path: str | Path, what: str = "output", inputs: tuple = ()) -> Path:
+    """`path` if a file may be written there: a regular file (replaced) or a new path whose folders are, or can
+    be, folders; and not one of `inputs` (the files the command reads). Otherwise one sentence saying why."""
+    path = Path(path).expanduser()
+    if path.is_symlink() and path.resolve().is_file():
+        path = path.resolve()  # write the file the link points to, as a plain open() would; the link stays
+    if path.is_dir():
+        raise KitError(f"The {what} {path} is a folder; name the file to write (e.g. {path / 'out'}…).")
+    if path.exists() and not path.is_file():
+        raise KitError(f"The {what} {path} is not a regular file (a device, pipe or socket) and would be replaced; "
+                       "name a regular file or a new path.")
+    _check_folders(path.parent, what, path)
+    for source in inputs:
+        if source is not None and path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise KitError(f"The {what} {path} is also this command's input; writing it would destroy the input, "
+                           "so name another file.")
+    return path
+
+
+def writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """`path` (absolute) if it is a folder or can be made one; one sentence when a file is in the way."""
+    path = Path(path).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise KitError(f"The {what} {path} is a file, not a folder; name a folder (new or existing).")
+    _check_folders(path.parent, what, path)
+    return path
+
+
+def _check_folders(folder: Path, what: str, path: Path) -> None:
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise KitError(f"The {what} {path} cannot be created: {parent} is a file, not a folder.")
+            if not os.access(parent, os.W_OK | os.X_OK) and parent == folder:
+                raise KitError(f"The {what} {path} cannot be written: {parent} is not writable by this user.")
+            return
+
+
 def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    path = Path(path)
+    path = check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -63,7 +103,11 @@ def read_json(path: str | Path, what: str = "record") -> Any:
     path = Path(path)
     if not path.is_file():
         raise KitError(f"No {what} at {path}; run the notebook that writes it first.")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise KitError(f"The {what} {path} is not valid JSON (truncated or edited?); rerun the notebook that "
+                       "wrote it (`python -m kit pipeline` with the same settings reruns exactly that run).") from None
 
 
 def write_text(text: str, path: str | Path) -> Path:

@@ -5,6 +5,8 @@ so they work the same on a live run and on results read back from disk.
 """
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -15,8 +17,11 @@ def style() -> None:
     sns.set_theme(style="whitegrid", context="notebook")
 
 
-def training_curves(history: list[dict], title: str = "Prior training") -> plt.Figure:
-    """Loss and accuracy (train / val / test) against epoch."""
+def training_curves(history: list[dict], title: str = "Prior training", loss_label: str = "cross-entropy",
+                    loss_note: str = "") -> plt.Figure:
+    """Loss and accuracy (train / val / test) against epoch. `loss_label` names what the recorded loss is (the
+    prior's trainer records cross-entropy; notebook 03's records the sum of its objective's terms, which
+    `loss_note` spells out under the loss plot). A staged run gets dotted verticals at its stage boundaries."""
     style()
     df = pd.DataFrame(history)
     if "run_epoch" in df:  # a staged (incremental) run: epochs counted over the whole run
@@ -25,17 +30,28 @@ def training_curves(history: list[dict], title: str = "Prior training") -> plt.F
     ax_loss.plot(df["epoch"], df["loss"], marker="o", label="train (augmented)")
     if df["val_loss"].notna().any():
         ax_loss.plot(df["epoch"], df["val_loss"], marker="o", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    ax_loss.set(xlabel="\n".join(["epoch", *textwrap.wrap(loss_note, 75)]), ylabel=loss_label, title="Loss")
     for key, label in (("train_accuracy", "train (augmented)"), ("val_accuracy", "validation"), ("test_accuracy", "test")):
         if df[key].notna().any():  # a metamorphic run validates only, and tests once at the end
             ax_acc.plot(df["epoch"], 100 * df[key].astype(float), marker="o", label=label)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    starts = stage_starts(df)
     for ax in (ax_loss, ax_acc):
-        ax.legend()
+        for i, epoch in enumerate(starts):
+            ax.axvline(epoch - 0.5, color="grey", ls=":", lw=1, label="stage boundary" if i == 0 else None)
+        ax.legend(fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def stage_starts(df: pd.DataFrame) -> list[int]:
+    """The run epochs at which a stage after the first begins (a history without stages: none)."""
+    if "stage" not in df or not df["stage"].notna().any():
+        return []
+    x = df["run_epoch"] if "run_epoch" in df else df["epoch"]
+    return [int(e) for e in x[df["stage"].diff().fillna(0) > 0]]
 
 
 def sample_grid(images, labels, classes: list[str], n: int = 16) -> plt.Figure:
@@ -54,16 +70,28 @@ def sample_grid(images, labels, classes: list[str], n: int = 16) -> plt.Figure:
     return fig
 
 
-def weight_heatmaps(before, after, name: str) -> plt.Figure:
-    """|W| of one conv or linear weight (summed over its kernel) before and after permutation, same scale."""
+KERNEL_SUMMARY = "mean |w| over each k×k kernel"  # the one kernel summary every heatmap of the kit shows
+
+
+def kernel_summary(w):
+    """(out, in) summary of a conv weight (out, in, k, k) (a linear weight (out, in) as it is): the mean |w| over
+    each k×k kernel. Unsigned, so a heatmap reads as magnitude, and a mean, so 1×1 and 3×3 kernels compare."""
+    w = w.detach().float().abs()
+    return (w.reshape(w.shape[0], w.shape[1], -1).mean(-1)).cpu()
+
+
+def weight_heatmaps(before, after, name: str, tv: tuple[float, float] | None = None) -> plt.Figure:
+    """One conv or linear weight (`kernel_summary`) before and after permutation, same scale; `tv` = (before, after)
+    total variation of this tensor, printed in the title as measured (None: no claim in the title)."""
     style()
-    mats = [t.detach().abs().reshape(t.shape[0], t.shape[1], -1).sum(-1).cpu().numpy() for t in (before, after)]
+    mats = [kernel_summary(t).numpy() for t in (before, after)]
     vmax = max(m.max() for m in mats)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, mat, title in zip(axes, mats, ("original order", "after permutation")):
-        sns.heatmap(mat, ax=ax, cmap="viridis", vmin=0, vmax=vmax, cbar_kws={"label": "|w| summed over the kernel"})
+        sns.heatmap(mat, ax=ax, cmap="viridis", vmin=0, vmax=vmax, cbar_kws={"label": KERNEL_SUMMARY})
         ax.set(title=title, xlabel="input channel", ylabel="output channel", xticks=[], yticks=[])
-    fig.suptitle(f"{name}: neighbouring channels become similar")
+    fig.suptitle(name if tv is None else f"{name}: total variation {tv[0]:.3g} → {tv[1]:.3g} "
+                 f"({100 * (1 - tv[1] / tv[0]):.1f}% lower)" if tv[0] else name)
     fig.tight_layout()
     return fig
 
@@ -145,15 +173,20 @@ def cost_vs_gamma(cost: dict[str, dict[str, int]]) -> plt.Figure:
     return fig
 
 
-def generated_kernels(tensors: dict[str, "object"], title: str) -> plt.Figure:
-    """Heatmaps of one generated conv tensor (out, in, k, k) at several γ: Σ|w| over each k×k kernel."""
+def generated_kernels(tensors: dict[str, "object"], title: str, prior=None) -> plt.Figure:
+    """Heatmaps of one generated conv tensor (out, in, k, k) at several γ (`kernel_summary`), after the prior's own
+    tensor (`prior`, leftmost, when given), all on one colour scale so magnitudes compare across panels."""
     style()
-    fig, axes = plt.subplots(1, len(tensors), figsize=(4.2 * len(tensors), 3.8), squeeze=False)
-    for ax, (label, w) in zip(axes[0], tensors.items()):
-        sns.heatmap(w.detach().abs().sum((2, 3)).cpu().numpy(), ax=ax, cmap="viridis", cbar=True)
-        ax.set(title=label, xlabel="input channel", ylabel="output channel")
+    shown = ({"prior (the INR's target)": prior} if prior is not None else {}) | dict(tensors)
+    mats = {label: kernel_summary(w).numpy() for label, w in shown.items()}
+    vmax = max(float(m.max()) for m in mats.values()) or 1.0
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.2 * len(mats), 3.8), squeeze=False)
+    for i, (ax, (label, mat)) in enumerate(zip(axes[0], mats.items())):
+        sns.heatmap(mat, ax=ax, cmap="viridis", vmin=0, vmax=vmax, cbar=i == len(mats) - 1,
+                    cbar_kws={"label": KERNEL_SUMMARY})
+        ax.set(title=f"{label}  {tuple(shown[label].shape)}", xlabel="input channel", ylabel="output channel")
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(title)
+    fig.suptitle(f"{title} ({KERNEL_SUMMARY}, one colour scale)")
     fig.tight_layout()
     return fig
 
@@ -185,9 +218,8 @@ def alpha_curves(history: list[dict]) -> plt.Figure:
     x = df["run_epoch"] if "run_epoch" in df else df["epoch"]
     for col in [c for c in df.columns if c.startswith("alpha@")]:
         ax.plot(x, df[col], marker="o", label=col.split("@", 1)[1])
-    if "stage" in df:
-        for epoch in x[df["stage"].diff().fillna(0) > 0]:
-            ax.axvline(epoch - 0.5, color="grey", ls=":", lw=1)
+    for epoch in stage_starts(df):
+        ax.axvline(epoch - 0.5, color="grey", ls=":", lw=1)
     ax.set(xlabel="epoch (whole run)", ylabel="α", title="Branch scale α per block (starts at 0)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)

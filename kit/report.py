@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit import config as C
-from kit import io, results
+from kit import io, results, study
 from kit.metamorph import gamma_key
 from kit.runtime import PROJECT_ROOT
 
@@ -246,11 +246,24 @@ def value(table: Table, key: str, column: int) -> float | None:
     return row["values"][column][0]
 
 
-def describe_table(table: Table) -> str:
+def block_reports(run: RunRecords, setting: str | None) -> dict[str, dict]:
+    """{row key: the block reports notebook 03 recorded (γ = 0, against the prior's kernels)} of each method's runs in
+    `setting`; several seeds are merged, each block keyed '<block> · seed <s>', so ranges span every seed."""
+    groups: dict[str, list[dict]] = {}
+    for r in run.morph.values():
+        if setting and r.get("setting") == setting and r.get("block_report") and not results.is_null(r):
+            groups.setdefault(results.label(r), []).append(r)
+    return {key: {f"{b} · seed {r.get('seed', 0)}" if len(rs) > 1 else b: row for r in rs
+                  for b, row in r["block_report"].items()} for key, rs in groups.items()}
+
+
+def describe_table(table: Table, blocks: dict[str, dict] | None = None) -> str:
     """One generated paragraph: HTTY against NeuMeta and Individual, each pair averaged over the accuracy columns
-    both have, and the training costs."""
+    both have, and the training costs. `blocks` ({row key: block report}, `block_reports`) adds what each method's
+    generated blocks measured, and a caveat to every gap of HTTY's when its blocks are switched off."""
     if not table.rows:
         return " ".join(table.notes)
+    blocks = blocks or {}
     acc_cols = range(len(table.columns) - 1)
 
     def versus(a: str, b: str) -> tuple[float, float, int] | None:
@@ -265,6 +278,9 @@ def describe_table(table: Table) -> str:
                          f"{v[1]:.2f}% ({v[0] - v[1]:+.2f} points)".replace("NeuMeta'", "NeuMeta's"))
     text = "; ".join(parts) + "." if parts else "HTTY did not run in this setting."
     text = text[0].upper() + text[1:]
+    if parts and study.block_state(blocks.get("htty", {})) == study.OFF:
+        text += (f" Caveat: HTTY's generated blocks are switched off in this run ({study.block_numbers(blocks['htty'])}),"
+                 " so these gaps come from the rest of the network, which every γ shares, not from generated weights.")
     for key in ("htty", "prefit", "neumeta"):
         if (v := versus(key, "null")) is not None:
             text += (f" {display_name(key)} averages {v[0] - v[1]:+.2f} points against the null control (the prior with "
@@ -272,7 +288,15 @@ def describe_table(table: Table) -> str:
     cost = {k: value(table, k, len(table.columns) - 1) for k in ("htty", "neumeta", "individual")}
     if cost["htty"] is not None and cost["neumeta"] is not None:
         text += f" Training took {cost['htty']:.1f} min for HTTY and {cost['neumeta']:.1f} min for NeuMeta."
+    measured = [study.block_sentence(display_name(k), blocks[k]) for k in blocks if value_row(table, k)]
+    if measured:
+        text += " What the block reports measured (γ = 0, against the prior's kernels): " + " ".join(measured)
     return text + ("" if not table.notes else " " + " ".join(table.notes))
+
+
+def value_row(table: Table, key: str) -> bool:
+    """Whether `table` has a row `key` with at least one value."""
+    return any(r["key"] == key and any(v is not None for v in r["values"]) for r in table.rows)
 
 
 def write_report(path: str | Path, header: str, sections: list[tuple[str, str, str]]) -> Path:

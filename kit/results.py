@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from kit import io
+from kit.errors import KitError
 
 MORPH_FOLDER = "03_incremental_metamorphosis"
 
@@ -60,6 +61,9 @@ def summarise(runs: dict[str, dict], setting: str | None = None) -> dict[str, di
     if not runs:
         return {}
     settings = [r.get("setting") for r in runs.values()]
+    if setting is not None and setting not in settings:
+        raise KitError(f"No run of setting {setting!r} here; the settings run are: "
+                       f"{', '.join(sorted(set(map(str, settings))))}.")
     setting = setting or max(set(settings), key=settings.count)
     groups: dict[str, list[dict]] = {}
     for r in runs.values():

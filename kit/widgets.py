@@ -3,7 +3,7 @@ a thin ipywidgets panel that calls them.
 
 Drag γ and the network morphs (paper 000 eq. 2, Fig. 6): the panel shows the accuracy on a fixed test subset, the
 parameters and MACs relative to the prior, the accuracy-vs-γ curve with the training pool shaded and a marker at
-the current γ, and a heatmap of one kernel. Controls: the γ slider over the whole supported range (from twice the
+the current γ, and a heatmap of one kernel beside the prior's, on one colour scale (`kit.plots.kernel_summary`). Controls: the γ slider over the whole supported range (from twice the
 prior's width to one channel), optional one slider per metamorphic block (non-uniform compression), K (noise
 samples averaged, paper 002 sec. 3.3), the method (HTTY / NeuMeta / a pruning criterion at the same widths, where
 the run folder holds them) and the kernel shown; a button exports the network on screen to a file.
@@ -28,6 +28,7 @@ from matplotlib import colormaps
 from kit import config as C
 from kit.errors import KitError
 from kit.explorer import METAMORPHIC, Explorer, Settings, View, gamma_text
+from kit.plots import KERNEL_SUMMARY
 
 KIND_TEXT = {"seen": "seen: a width of the training pool", "between": "unseen: between pool widths",
              "smaller": "unseen: smaller than the pool", "larger": "unseen: larger than the prior",
@@ -37,16 +38,16 @@ KIND_TEXT = {"seen": "seen: a width of the training pool", "between": "unseen: b
 # ---------------------------------------------------------------- pure drawing: View → figure, PNG, HTML
 
 def draw_curve(ax: plt.Axes, ex: Explorer, view: View) -> None:
-    """Accuracy against γ: the pool shaded, the recorded curves (the selected method's bold, fine-tuned dashed),
-    Individual stars, the subset accuracies viewed so far, and a marker at the current γ."""
+    """Accuracy against γ: the pool shaded, the recorded curves (the selected method's bold, fine-tuned dashed; each
+    other method thin, in its own muted colour, named in the legend beside the axes), Individual stars, the subset
+    accuracies viewed so far, and a marker at the current γ."""
     lo, hi = ex.gamma_range()
     ax.axvspan(min(ex.pool), max(ex.pool), color="tab:green", alpha=0.12, label="training pool")
-    chosen, others = ex.methods[view.settings.method], False
+    chosen = ex.methods[view.settings.method]
     xy = lambda curve: ([float(g) for g in sorted(curve, key=float)], [100 * curve[g] for g in sorted(curve, key=float)])
-    for m in ex.methods.values():
-        if m.key != chosen.key and m.recorded:
-            ax.plot(*xy(m.recorded), color="0.65", lw=0.8, label=None if others else "other methods (recorded)")
-            others = True
+    others = [m for m in ex.methods.values() if m.key != chosen.key and m.recorded]
+    for m, colour in zip(others, colormaps["Dark2"].colors * 2):
+        ax.plot(*xy(m.recorded), color=colour, alpha=0.55, lw=0.9, label=f"{m.label} (recorded)")
     for curve, style, what in ((chosen.recorded, "-", "recorded"), (chosen.finetuned, "--", "fine-tuned")):
         if curve:
             ax.plot(*xy(curve), style, color="tab:blue", lw=2, marker="o", ms=4, label=f"{chosen.label}: {what}")
@@ -65,46 +66,64 @@ def draw_curve(ax: plt.Axes, ex: Explorer, view: View) -> None:
     ax.set(xlim=(lo - ex.step, hi + ex.step), xlabel="compression ratio γ   (hidden width = (1 − γ)·H)",
            ylabel="test accuracy (%)")
     ax.set_title(f"{view.label} at γ = {gamma_text(view.settings.gamma)}", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside: covers no curve
 
 
 def curve_figure(ex: Explorer, view: View) -> plt.Figure:
-    """The accuracy-vs-γ panel alone (the live panel's left image)."""
-    fig, ax = plt.subplots(figsize=(6.6, 3.6))
+    """The accuracy-vs-γ panel alone (the live panel's left image); the legend takes the right third."""
+    fig, ax = plt.subplots(figsize=(8.2, 3.6))
     draw_curve(ax, ex, view)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.15, top=0.9)  # tight_layout would cost 0.3 s an update
+    fig.subplots_adjust(left=0.08, right=0.7, bottom=0.15, top=0.9)  # tight_layout would cost 0.3 s an update
     return fig
 
 
 def figure(ex: Explorer, view: View) -> plt.Figure:
-    """The whole view as one static figure: the curve and the kernel heatmap (notebooks, reports)."""
-    fig, (ax, kx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.7, 1]})
+    """The whole view as one static figure: the curve, the prior's kernel and the view's, on one colour scale."""
+    fig = plt.figure(figsize=(16, 3.9))  # fixed rectangles: the curve's legend sits between it and the kernels
+    ax, px, kx, cx = (fig.add_axes(r) for r in ([0.045, 0.14, 0.36, 0.76], [0.585, 0.14, 0.165, 0.76],
+                                                  [0.79, 0.14, 0.165, 0.76], [0.965, 0.14, 0.008, 0.76]))
     draw_curve(ax, ex, view)
     if view.kernel is not None:
-        v = float(view.kernel.abs().max()) or 1.0
-        im = kx.imshow(view.kernel.numpy(), cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto", interpolation="nearest")
-        fig.colorbar(im, ax=kx, fraction=0.05)
-        kx.grid(False)
-        kx.set(xlabel="input channel", ylabel="output channel")
-        kx.set_title(f"{view.layer} {view.shape}: Σ over each kernel", fontsize=8)
+        v = kernel_scale(view)
+        for a, k, what, shape in ((px, view.prior_kernel, "prior", view.prior_shape),
+                                  (kx, view.kernel, "this network", view.shape)):
+            if k is None:
+                continue
+            im = a.imshow(k.numpy(), cmap="viridis", vmin=0, vmax=v, aspect="auto", interpolation="nearest")
+            a.grid(False)
+            a.set(xlabel="input channel", ylabel="output channel")
+            a.set_title(f"{what}: {view.layer} {shape}", fontsize=8)
+        fig.colorbar(im, cax=cx, label=KERNEL_SUMMARY)
     else:
         kx.text(0.5, 0.5, view.note, ha="center", va="center", wrap=True, fontsize=8, transform=kx.transAxes)
-        kx.set_axis_off()
-    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.14, top=0.91, wspace=0.22)
+        for a in (px, kx, cx):
+            a.set_axis_off()
     return fig
 
 
+def kernel_scale(view: View) -> float:
+    """The top of the colour scale the prior's and the view's kernels share (their largest summary)."""
+    tops = [float(k.max()) for k in (view.kernel, view.prior_kernel) if k is not None]
+    return max(tops, default=0.0) or 1.0
+
+
 def kernel_png(view: View, size: tuple[int, int] = (240, 300)) -> bytes:
-    """The kernel heatmap (out × in, Σ over each k×k kernel; red positive, blue negative, symmetric scale) as PNG,
-    each entry a block of pixels so the image is about `size` (height, width): 50× cheaper than a matplotlib axes."""
+    """The prior's kernel (left) and the view's (right) as one PNG, each `kit.plots.kernel_summary` (out × in), on one
+    colour scale from 0 (viridis), each entry a block of pixels of one size, so widths compare by height; the pair is
+    about `size` (height, width): 50× cheaper than matplotlib axes."""
     if view.kernel is None:
         return b""
-    k = view.kernel.numpy()  # (out, in)
-    v = float(np.abs(k).max()) or 1.0
-    block = np.ones((max(1, size[0] // k.shape[0]), max(1, size[1] // k.shape[1]), 1))
-    rgba = np.kron(colormaps["RdBu_r"]((k / v + 1) / 2), block)  # nearest-neighbour upscale: sharp cells
+    mats = [k.numpy() for k in (view.prior_kernel, view.kernel) if k is not None]  # (out, in) each
+    v, gap = kernel_scale(view), 6
+    rows, cols = max(m.shape[0] for m in mats), sum(m.shape[1] for m in mats)
+    cell = (max(1, size[0] // rows), max(1, (size[1] - gap * (len(mats) - 1)) // cols))
+    panels = []
+    for m in mats:
+        rgba = np.kron(colormaps["viridis"](m / v), np.ones((*cell, 1)))  # nearest-neighbour upscale: sharp cells
+        pad = np.ones((rows * cell[0] - rgba.shape[0], rgba.shape[1], 4))  # a narrower tensor: white below
+        panels += [np.concatenate([rgba, pad]), np.ones((rows * cell[0], gap, 4))]
     buf = _bytes.BytesIO()
-    plt.imsave(buf, rgba, format="png")
+    plt.imsave(buf, np.concatenate(panels[:-1], axis=1), format="png")
     return buf.getvalue()
 
 
@@ -226,8 +245,9 @@ class GammaExplorer:
             return
         self.curve.value = to_png(curve_figure(self.explorer, view))
         self.kernel.value = kernel_png(view)
-        scale = "" if view.kernel is None else f" (colour scale ±{float(view.kernel.abs().max()):.3g})"
-        self.kernel_caption.value = f"<small>{view.layer} {view.shape}: Σ over each kernel{scale}</small>"
+        scale = "" if view.kernel is None else f", one colour scale 0–{kernel_scale(view):.3g}"
+        self.kernel_caption.value = (f"<small>{view.layer}: prior {view.prior_shape} (left) · this network "
+                                     f"{view.shape} (right); {KERNEL_SUMMARY}{scale}</small>")
         self.view, self.last_seconds = view, time.perf_counter() - t0
         self.readout.value = readout_html(view, self.last_seconds)
 

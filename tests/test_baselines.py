@@ -8,6 +8,7 @@ import torch
 from kit import baselines, metamorph, models, prune, train
 from kit import config as C
 from kit.errors import KitError
+from kit.profiles import PROFILES
 
 
 def test_model_hidden_builds_the_individual_architecture():
@@ -111,5 +112,5 @@ def test_bad_baseline_settings_are_one_sentence():
 
 
 def test_every_profile_prunes_the_blocks_notebook_03_generates():
-    for profile in C.PROFILES:
+    for profile in PROFILES:
         assert C.build(C.BaselineConfig, profile).setting == C.build(C.MorphConfig, profile).setting, profile

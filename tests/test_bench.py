@@ -1,17 +1,17 @@
 """The benchmark runs and reports consistent figures (its speed targets are read from its output, not asserted)."""
 import pytest
 
-from kit import bench
 from kit import config as C
+from kit.bench import prior
 from kit.errors import KitError
 
 
 def test_bench_prior_reports_both_loops(capsys):
-    r = bench.bench_prior(device="cpu", batch_size=16, steps=2, rounds=1, depth=8, width=4)
+    r = prior.bench_prior(device="cpu", batch_size=16, steps=2, rounds=1, depth=8, width=4)
     assert r["kit_images_per_second"] > 0 and r["bare_images_per_second"] > 0
     assert r["throughput_ratio"] == r["kit_images_per_second"] / r["bare_images_per_second"]
     assert 0.0 < r["data_share"] < 1.0
-    bench.print_prior(r)
+    prior.print_prior(r)
     out = capsys.readouterr().out
     assert "throughput ratio kit / bare" in out and "data loading + augmentation share" in out
 
@@ -19,7 +19,8 @@ def test_bench_prior_reports_both_loops(capsys):
 def test_bench_inr_times_three_implementations_of_the_same_function(capsys):
     import torch
 
-    from kit import bench_inr, inr
+    from kit import inr
+    from kit.bench import inr as bench_inr
     r = bench_inr.bench_inr(device="cpu", width=2, blocks=2, hidden=16, depth=3, num_freqs=2, rounds=1)
     assert r["tensors"] == 8 and r["kernels"] == 4 * 8 * 8
     assert set(r["seconds"]) == {"kit forward", "kit forward+backward", "loop forward", "neumeta forward",
@@ -36,7 +37,7 @@ def test_bench_inr_times_three_implementations_of_the_same_function(capsys):
 
 
 def test_bench_htty_times_one_step_against_plain_training_and_the_inr_share(capsys):
-    from kit import bench_htty
+    from kit.bench import htty as bench_htty
     r = bench_htty.bench_htty("smoke", device="cpu", rounds=1)
     assert r["configurations"] == 4 and r["blocks"] == ["layer1.0", "layer2.0"]
     assert set(r["seconds"]) == {"htty step", "prior ×4", "INR part"} and all(v > 0 for v in r["seconds"].values())
@@ -47,7 +48,8 @@ def test_bench_htty_times_one_step_against_plain_training_and_the_inr_share(caps
 
 
 def test_bench_htty_counts_the_inr_flops_of_the_elements_it_generates():
-    from kit import bench_htty, metamorph, models
+    from kit import metamorph, models
+    from kit.bench import htty as bench_htty
     net = metamorph.MetamorphicNet(models.fold_bn(models.resnet(8, 8, 1, 10).eval()), ["layer1.0", "layer2.0"],
                                    C.INRConfig(hidden=16, depth=3, num_freqs=4, disentangled=True))
     net.set_active(2)
@@ -59,7 +61,7 @@ def test_bench_htty_counts_the_inr_flops_of_the_elements_it_generates():
 
 
 def test_bench_explorer_times_every_kind_of_update(smoke_run, capsys):
-    from kit import bench_explorer
+    from kit.bench import explorer as bench_explorer
     checkpoint = smoke_run[0] / "03_incremental_metamorphosis" / "htty" / "metamorph.pt"
     r = bench_explorer.bench_explorer(str(checkpoint), "smoke", "cpu", gamma_points=6)
     assert set(r["kinds"]) == {"γ, new width", "γ, seen width", "K", "kernel", "one block", "method, first",
@@ -73,7 +75,7 @@ def test_bench_explorer_times_every_kind_of_update(smoke_run, capsys):
 
 
 def test_bench_prefit_fits_each_block_times_a_step_and_judges_the_run(smoke_run, capsys, tmp_path):
-    from kit import bench_prefit
+    from kit.bench import prefit as bench_prefit
     r = bench_prefit.bench_prefit(smoke_run[0], "smoke", "cpu", rounds=1)
     assert list(r["prefit"]) == r["blocks"] and all(f["seconds"] > 0 for f in r["prefit"].values())
     assert all(0 <= e for f in r["prefit"].values() for e in f["error"].values())

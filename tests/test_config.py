@@ -5,10 +5,11 @@ import pytest
 
 from kit import config as C
 from kit.errors import KitError
+from kit.profiles import PROFILES
 
 
 def test_profiles_build_and_differ():
-    built = {p: C.build(C.PriorConfig, p) for p in C.PROFILES}
+    built = {p: C.build(C.PriorConfig, p) for p in PROFILES}
     assert built["smoke"].model.depth == 8 and built["quick"].model.depth == 20
     assert built["paper"].data.name == "cifar100" and built["paper"].model.depth == 56
     assert built["paper"].optim.epochs > built["quick"].optim.epochs > built["smoke"].optim.epochs
@@ -62,7 +63,7 @@ def test_every_field_is_documented():
 
 
 def test_explorer_config_in_every_profile():
-    built = {p: C.build(C.ExplorerConfig, p) for p in C.PROFILES}
+    built = {p: C.build(C.ExplorerConfig, p) for p in PROFILES}
     assert built["smoke"].eval_images < built["quick"].eval_images and built["quick"].k_max >= 5
     with pytest.raises(KitError, match="k_max"):
         C.build(C.ExplorerConfig, "quick", {"k_max": 0})

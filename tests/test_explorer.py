@@ -6,11 +6,13 @@ Oracles: the explorer's network at γ, evaluated on the whole test split, reprod
 computes the same logits.
 """
 import dataclasses
+import io as io_bytes
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from kit import baselines, config as C, explorer as E, io, metamorph, metatrain, prune, train, widgets
+from kit import baselines, config as C, explorer as E, io, metamorph, metatrain, plots, prune, train, widgets
 from kit.errors import KitError
 
 pytestmark = pytest.mark.notebook  # they read the smoke pipeline's run folder
@@ -74,7 +76,9 @@ def test_view_equals_the_networks_own_evaluation_on_the_subset(ex, gamma):
     assert view.parameters_ratio == pytest.approx(cost["parameters"] / base["parameters"])
     assert view.widths == ex.net.widths(gamma) and view.kind == ex.net.kind(gamma, ex.pool)
     weight = ex.net.export(gamma, 2, ex.cfg.seed).state_dict()["layer2.0.conv2.weight"]
-    assert torch.equal(view.kernel, weight.sum((2, 3))) and view.shape == tuple(weight.shape)
+    assert torch.equal(view.kernel, plots.kernel_summary(weight)) and view.shape == tuple(weight.shape)
+    prior = ex.net.prior_tensors()["layer2.0.conv2.weight"]  # shown beside it: the kit's one kernel summary of both
+    assert torch.equal(view.prior_kernel, plots.kernel_summary(prior)) and view.prior_shape == tuple(prior.shape)
     assert ex.view(view.settings).accuracy == view.accuracy  # cached
 
 
@@ -175,14 +179,22 @@ def test_the_panel_updates_when_its_controls_move(ex, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     panel.export_dir.value = str(blocked / "sub")  # a folder inside a file cannot be made
-    assert panel.export() is None and "choose a folder you can write to" in panel.status.value
+    assert panel.export() is None and "a-file is a file, not a folder" in panel.status.value
 
 
 def test_static_figure_and_png_helpers(ex):
     view = ex.view(E.Settings("htty", 0.25, 2))
     fig = widgets.figure(ex, view)
-    assert len(fig.axes) == 3  # curve, kernel, colour bar
+    assert len(fig.axes) == 4  # curve, the prior's kernel, this network's, their one colour bar
+    images = [ax.images[0] for ax in fig.axes[1:3]]
+    assert len({im.get_clim() for im in images}) == 1 and images[0].get_clim()[0] == 0
+    assert fig.axes[1].get_title().startswith("prior") and plots.KERNEL_SUMMARY in fig.axes[3].get_ylabel()
+    shown = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    others = [m.label for m in ex.methods.values() if m.key != "htty" and m.recorded]
+    assert others and all(f"{label} (recorded)" in shown for label in others)  # every other curve is named
     png = widgets.to_png(fig)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    assert widgets.kernel_png(view)[:8] == b"\x89PNG\r\n\x1a\n"
+    pair = plt.imread(io_bytes.BytesIO(widgets.kernel_png(view)))  # the prior's kernel, a gap, this network's
+    rows, cols = view.prior_kernel.shape[0], view.prior_kernel.shape[1] + view.kernel.shape[1]
+    assert pair.shape[0] % rows == 0 and pair.shape[1] >= cols and view.prior_kernel.shape[0] > view.kernel.shape[0]
     assert widgets.kernel_png(dataclasses.replace(view, kernel=None)) == b""

@@ -8,6 +8,7 @@ import torch
 from kit import config as C
 from kit import io, metamorph, metatrain
 from kit.errors import KitError
+from kit.profiles import PROFILES
 
 
 class Killed(Exception):
@@ -74,7 +75,7 @@ def test_config_sections_keep_their_own_defaults():
     cfg = C.build(C.MorphConfig, "quick", {"optim.epochs": 3})
     assert cfg.optim.optimizer == "adamw" and cfg.optim.weight_decay == 1e-2 and cfg.optim.grad_clip == 10.0
     assert C.build(C.PriorConfig, "quick").optim.optimizer == "sgd"
-    for profile in C.PROFILES:
+    for profile in PROFILES:
         C.build(C.MorphConfig, profile)
     with pytest.raises(KitError, match="k_samples and k_select"):
         _cfg(k_samples=0)
@@ -101,7 +102,7 @@ def _flat(d, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("profile", list(C.PROFILES))
+@pytest.mark.parametrize("profile", list(PROFILES))
 def test_each_ablation_switch_changes_only_what_it_names(profile):
     named = {"incremental": {"incremental"}, "alpha": {"alpha_scaling"}, "accumulation": {"accumulate"},
              "init": {"inr_init"}, "disentangle": {"inr.disentangled"}}
@@ -117,7 +118,7 @@ def test_each_ablation_switch_changes_only_what_it_names(profile):
     assert C.build(C.MorphConfig, profile, {"method": "neumeta", "train_tail": True}).train_tail
 
 
-@pytest.mark.parametrize("profile", list(C.PROFILES))
+@pytest.mark.parametrize("profile", list(PROFILES))
 def test_each_prefit_ablation_switch_changes_only_what_it_names(profile):
     named = {"prefit": {"prefit"}, "sizes": {"size_features", "inr.size_encoding"}, "width-updates": {"width_updates"},
              "alpha-init": {"alpha_init"}, "relative": {"loss.reconstruction_kind"}, "distill": {"loss.distill"},
@@ -384,7 +385,8 @@ def test_comparison_figures_and_table_from_seeded_runs(tmp_path, capsys):
     assert "| htty | 2 | 91.00 ± 1.41 | 90.00 ± 0.00 | 88.00 ± 0.00 |" in text and "| prior | | 93.00 |" in text
     assert cli.main(["summary", str(tmp_path)]) == 0
     assert "prior − HTTY at γ = 0: 2.00 points" in capsys.readouterr().out
-    assert cli.main(["summary", str(tmp_path / "nothing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["summary", str(tmp_path / "empty")]) == 2
     assert "No finished notebook-03 run" in capsys.readouterr().err
 
 

@@ -35,6 +35,23 @@ def test_notebook_is_stripped_and_parameterised(path):
     assert list(pm.inspect_notebook(str(path))) == declared
 
 
+def test_a_hand_run_writes_to_a_scratch_folder_and_the_pipeline_passes_the_run_folder():
+    """Run by hand, every notebook writes under results/notebooks/ (never into a run folder `make run` made); the
+    pipeline overrides OUT_DIR (and RUN_DIR where declared) with the run's own folders."""
+    import papermill as pm
+    for path in NOTEBOOKS:
+        declared = pm.inspect_notebook(str(path))
+        assert declared["OUT_DIR"]["default"].strip("\"'") == f"results/notebooks/{path.stem}" + (
+            "/htty" if path.stem == "03_incremental_metamorphosis" else ""), path.stem
+
+
+def _printed(notebook: Path) -> str:
+    """Everything an executed notebook printed or displayed as text."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    return "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/markdown", "")
+                     for c in cells if c.cell_type == "code" for o in c.outputs)
+
+
 def test_discover_orders_by_number():
     assert [p.name[:2] for p in pipeline.discover()] == sorted(p.name[:2] for p in NOTEBOOKS)
 
@@ -83,6 +100,8 @@ def test_notebook_02_smooths_without_changing_the_function(smoke_run):
     assert m["prior"].endswith("01_prior_training/prior.pt")
     for name in ("smoothed.pt", "weights_heatmap.png", "tv_per_tensor.png", "tv_by_method.png"):
         assert (folder / name).is_file(), name
+    printed = _printed(folder / "02_permutation.ipynb")  # the heatmap's claim is the measured TV drop
+    assert f"the whole network's: {100 * m['tv_reduction']:.1f}% lower" in printed and "total variation" in printed
 
 
 @pytest.mark.notebook
@@ -106,6 +125,10 @@ def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
     for name in ("metamorph.pt", "accuracy_vs_gamma.png", "cost_vs_gamma.png", "kernels.png", "stages.png",
                  "alpha.png", "training_curves.png", *[f"checkpoint_stage{k}.pt" for k in range(1, stages + 1)]):
         assert (folder / name).is_file(), name
+    from kit import study
+    printed = _printed(folder / "03_incremental_metamorphosis.ipynb")  # what the block report measured, in words
+    assert study.block_sentence(f"{method} (none)", m["block_report"]) in printed
+    assert study.curve_reading(method, m["block_report"], m["accuracy"]) in printed
 
 
 def test_pipeline_variants_cover_seeds_ablations_and_the_block_sweep():
@@ -179,6 +202,13 @@ def test_notebook_05_writes_the_tables_figures_and_report(smoke_run):
     report = (out / "report.md").read_text()
     assert "![fig6_gamma](05_figures/fig6_gamma.png)" in report and "Table 1" in report
     assert "![fig6_gamma](fig6_gamma.png)" in (folder / "report.md").read_text()
+    from kit import figures
+    from kit import report as R
+    run = R.collect(out)
+    m = io.read_json(folder / "metrics.json")
+    assert m["captions"] == figures.captions(run, m["settings"]["table1"])  # worded on the measured block reports
+    assert all(text in report for text in m["captions"].values())
+    assert "What the block reports measured" in report and "HTTY (paper 000): " in report
 
 
 @pytest.mark.notebook
@@ -214,6 +244,8 @@ def test_notebook_06_records_the_explorer_and_draws_its_default_view(smoke_run):
     assert 0 <= m["default_view"]["accuracy"] <= 1 and m["first_update_seconds"] > 0
     for name in ("explorer_default.png", "explorer_default.pdf", "kernel_morph.png"):
         assert (folder / name).is_file(), name
+    assert set(m["block_readings"]) == set(m["explorer"])  # what each method's generated blocks measured
+    assert all("generated block(s), branch scale" in text for text in m["block_readings"].values())
     executed = nbformat.read(folder / "06_gamma_explorer.ipynb", as_version=4)
     state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert any(w["model_name"] == "FloatSliderModel" for w in state.values())  # the live panel, saved

@@ -21,12 +21,20 @@ def test_environment_yml_lists_every_runtime_dependency():
         assert extra in listed
 
 
+def test_license_is_an_spdx_expression():
+    # PEP 639: setuptools deprecates the `{ text = … }` table (builds stop in 2027) and reads the string from 77 on.
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)
+    assert "setuptools>=77" in pyproject["build-system"]["requires"]
+
+
 def _run(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
 
 
 def test_kit_imports_without_torchvision():
-    code = ("import sys, kit, kit.data, kit.models, kit.train, kit.pipeline, kit.plots, kit.bench, kit.cli; "
+    code = ("import sys, kit, kit.data, kit.models, kit.train, kit.pipeline, kit.plots, kit.profiles, kit.cli, "
+            "kit.bench.prior, kit.bench.permute, kit.bench.inr, kit.bench.htty, kit.bench.prefit, kit.bench.explorer; "
             "assert 'torchvision' not in sys.modules, 'kit imported torchvision'")
     assert _run("-c", code).returncode == 0
 

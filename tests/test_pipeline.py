@@ -1,7 +1,9 @@
-"""The pipeline's --seeds and skip-if-complete: tiny stand-in notebooks, so each run takes seconds, not minutes.
+"""The pipeline's --seeds, --set, -p and skip-if-complete, and that nothing good is lost: tiny stand-in notebooks,
+so each run takes seconds, not minutes.
 
 The stand-ins append their run's name to a log file when they execute, so a test counts what really ran rather
 than trusting the records the pipeline returns."""
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -17,7 +19,9 @@ def _notebook(path: Path, parameters: str, log: Path, extra: str = "") -> None:
     """A notebook whose parameters cell declares `parameters`; it logs its run and writes OUT_DIR/metrics.json."""
     body = (f"import json, os\n{extra}\n"
             f"with open({str(log)!r}, 'a') as f:\n    f.write(os.path.relpath(OUT_DIR, RUN_DIR) + '\\n')\n"
-            "with open(os.path.join(OUT_DIR, 'metrics.json'), 'w') as f:\n    json.dump({'ok': True}, f)\n")
+            "with open(os.path.join(OUT_DIR, 'metrics.json'), 'w') as f:\n"
+            "    json.dump({'ok': True, 'set': globals().get('SET')}, f)\n"
+            "with open(os.path.join(OUT_DIR, 'model.pt'), 'wb') as f:\n    f.write(b'weights')\n")
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(body),
@@ -27,14 +31,15 @@ def _notebook(path: Path, parameters: str, log: Path, extra: str = "") -> None:
 
 @pytest.fixture
 def kit_folder(tmp_path):
-    """(notebook folder, run folder, ran()): 01 declares no SEED, 02 and 03 do; 03 runs as 4 variants.
-    ran() returns the runs executed since it was last called."""
+    """(notebook folder, run folder, ran()): 01 declares no X, 02 and 03 do; 03 runs as 7 variants and builds the
+    morph config (so --set morph.… reaches it as SET). ran() returns the runs executed since it was last called."""
     folder, log = tmp_path / "notebooks", tmp_path / "executions.log"
     folder.mkdir()
     common = 'OUT_DIR = ""\nRUN_DIR = ""\nPROFILE = "smoke"\n'
     _notebook(folder / "01_a.ipynb", common, log)
-    _notebook(folder / "02_b.ipynb", common + "SEED = 0\n", log)
-    _notebook(folder / f"{MORPH}.ipynb", common + 'SEED = 0\nMETHOD = "htty"\n', log)
+    _notebook(folder / "02_b.ipynb", common + "SEED = 0\nX = 0\n", log)
+    _notebook(folder / f"{MORPH}.ipynb", common + 'SEED = 0\nX = 0\nMETHOD = "htty"\nSET = {}\n', log,
+              extra="# cfg = C.build(C.MorphConfig, PROFILE, SET); C.PriorConfig, is only read here")
 
     def ran():
         lines = log.read_text().split() if log.exists() else []
@@ -51,7 +56,7 @@ def _statuses(records):
     return {r["notebook"]: r["status"] for r in records}
 
 
-def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_downstream(kit_folder, monkeypatch):
+def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_downstream(kit_folder):
     folder, out, ran = kit_folder
 
     def go(**kw):
@@ -77,22 +82,52 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
 
     (out / MORPH / "htty" / "metrics.json").unlink()  # 03's variants do not depend on one another
     assert ran() == [] and _statuses(go())[f"{MORPH}/neumeta"] == "skipped" and ran() == [f"{MORPH}/htty"]
+    (out / MORPH / "null" / "model.pt").write_bytes(b"other")  # an output changed since its stamp: rerun
+    (out / "01_a" / "model.pt").unlink()  # a deleted output: rerun, and everything after it
+    assert _statuses(go())["01_a"] == "ok" and ran() == ALL
 
-    assert _statuses(go(seed=1))["01_a"] == "skipped" and ran() == ALL[1:]  # 01 does not declare SEED
+    x = [("X", 1)]
+    assert _statuses(go(params=x))["01_a"] == "skipped" and ran() == ALL[1:]  # 01 does not declare X
+    assert io.read_json(out / "02_b" / pipeline.STAMP)["parameters"]["X"] == 1
 
     # --only: the lower-numbered notebooks' stamps on disk decide, so a rerun of 01 alone reruns 03 later
-    assert [r["status"] for r in go(seed=1, only=["03"])] == ["skipped"] * (len(ALL) - 2) and ran() == []
-    assert [r["status"] for r in go(seed=1, only=["01"], force=True)] == ["ok"] and ran() == ["01_a"]
-    assert [r["status"] for r in go(seed=1, only=["03"])] == ["ok"] * (len(ALL) - 2) and ran() == ALL[2:]
+    assert [r["status"] for r in go(params=x, only=["03"])] == ["skipped"] * (len(ALL) - 2) and ran() == []
+    assert [r["status"] for r in go(params=x, only=["01"], force=True)] == ["ok"] and ran() == ["01_a"]
+    assert [r["status"] for r in go(params=x, only=["03"])] == ["ok"] * (len(ALL) - 2) and ran() == ALL[2:]
+    records = io.read_json(out / "pipeline.json")["notebooks"]  # --only merged its records with the others'
+    assert [r["notebook"] for r in records] == [r["notebook"] for r in first] and records[1]["status"] == "ok"  # 02 from the run before
 
-    monkeypatch.chdir(out.parent)  # OUT_DIR is absolute: a relative run folder names the same stamps
-    assert _statuses(go(seed=1, out="run"))["01_a"] == "skipped" and ran() == ALL[1:]  # 02 was behind 01
-    assert [r["status"] for r in go(seed=1, out="run")] == ["skipped"] * len(ALL) and ran() == []
+    assert _statuses(go(params=x))["01_a"] == "skipped" and ran() == ALL[1:]  # 02 was behind 01
+    # --set morph.… reaches the notebook building the morph config as SET, and reruns only it
+    assert _statuses(go(params=x, overrides={"morph.optim.epochs": 2}))["02_b"] == "skipped" and ran() == ALL[2:]
+    assert io.read_json(out / MORPH / "htty" / "metrics.json")["set"] == {"optim.epochs": 2}
 
-    assert [r["status"] for r in go(seed=1, force=True)] == ["ok"] * len(ALL) and ran() == ALL
+    moved = out.parent / "moved"  # stamps hold paths relative to the run folder: a moved run is still up to date
+    shutil.copytree(out, moved)
+    assert [r["status"] for r in go(params=x, overrides={"morph.optim.epochs": 2}, out=moved)] == ["skipped"] * len(ALL)
+    assert ran() == []
+    assert [r["status"] for r in go(force=True)] == ["ok"] * len(ALL) and ran() == ALL
 
 
-def test_a_failed_run_leaves_no_stamp_and_is_redone(tmp_path):
+def _snapshot(folder: Path) -> dict:
+    """Every file under `folder` with its bytes and modification time: the oracle that nothing was touched."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("other", [{"seed": 1}, {"profile": "quick"}, {"dataset": "cifar10"}])
+def test_a_run_of_other_settings_is_refused_and_the_folder_is_untouched(kit_folder, other):
+    folder, out, ran = kit_folder
+    pipeline.run(profile="smoke", out=out, folder=folder)
+    ran()
+    before = _snapshot(out)
+    settings = {"profile": "smoke", **other}
+    with pytest.raises(KitError, match=r"holds a run with profile smoke, dataset fashion-mnist, seed 0; resume it"):
+        pipeline.run(out=out, folder=folder, **settings)
+    assert _snapshot(out) == before and ran() == []
+
+
+def test_a_failed_rerun_keeps_the_good_run(tmp_path):
     folder, log, flag = tmp_path / "notebooks", tmp_path / "executions.log", tmp_path / "fail"
     folder.mkdir()
     params = 'OUT_DIR = ""\nRUN_DIR = ""\n'
@@ -101,20 +136,24 @@ def test_a_failed_run_leaves_no_stamp_and_is_redone(tmp_path):
               extra=f"if os.path.exists({str(flag)!r}):\n    raise RuntimeError('broken on purpose')")
     out = tmp_path / "run"
     pipeline.run(profile="smoke", out=out, folder=folder)
-    assert (out / "02_b" / pipeline.STAMP).is_file()
+    good = _snapshot(out / "02_b")
 
     flag.touch()
-    with pytest.raises(KitError, match="02_b failed in cell 2"):
-        pipeline.run(profile="smoke", out=out, folder=folder, force=True)
-    assert not (out / "02_b" / pipeline.STAMP).exists() and (out / "02_b" / "metrics.json").is_file()
+    with pytest.raises(KitError, match=r"02_b failed in cell 2 .*/02_b.failed.ipynb \(the previous run's files are "
+                                       r"untouched\)"):
+        pipeline.run(profile="smoke", out=out, folder=folder, only=["02"], force=True)
+    after = _snapshot(out / "02_b")
+    assert after.pop("02_b.failed.ipynb") and after == good  # the good notebook, stamp and outputs, byte for byte
     summary = io.read_json(out / "pipeline.json")
     assert [n["status"] for n in summary["notebooks"]] == ["ok", "failed"] and summary["force"] is True
 
     flag.unlink()
     log.unlink()
-    records = pipeline.run(profile="smoke", out=out, folder=folder, seeds=2)  # seeds: only notebook 03's rows
-    assert [r["status"] for r in records] == ["skipped", "ok"] and log.read_text().split() == ["02_b"]
+    records = pipeline.run(profile="smoke", out=out, folder=folder, seeds=2)  # the good run is still complete
+    assert [r["status"] for r in records] == ["skipped", "skipped"] and not log.exists()
     assert io.read_json(out / "pipeline.json")["seeds"] == 2
+    pipeline.run(profile="smoke", out=out, folder=folder, only=["02"], force=True)  # success supersedes the failure
+    assert not (out / "02_b" / "02_b.failed.ipynb").exists() and log.read_text().split() == ["02_b"]
 
 
 def test_an_unreadable_stamp_means_rerun(kit_folder):
@@ -160,4 +199,34 @@ def test_cli_passes_seeds_and_force(monkeypatch, tmp_path, capsys):
     assert cli.main(["pipeline", "--profile", "smoke", "--out", str(tmp_path), "--seeds", "2", "--force"]) == 0
     assert seen["seeds"] == 2 and seen["force"] is True and "1 up to date and skipped" in capsys.readouterr().out
     cli.main(["pipeline", "--profile", "smoke", "--out", str(tmp_path)])
-    assert seen["seeds"] is None and seen["force"] is False
+    assert seen["seeds"] is None and seen["force"] is False and seen["overrides"] == {} and seen["params"] == []
+    cli.main(["pipeline", "--profile", "smoke", "--out", str(tmp_path), "--set", "morph.inr.hidden=64",
+              "prior.data.name=cifar10", "-p", "EPOCH_SCALE", "3", "-p", "04:CRITERIA", '["l1"]', "-p", "X", "abc"])
+    assert seen["overrides"] == {"morph.inr.hidden": 64, "prior.data.name": "cifar10"}
+    assert seen["params"] == [("EPOCH_SCALE", 3), ("04:CRITERIA", ["l1"]), ("X", "abc")]
+
+
+def test_bad_pipeline_input_is_one_sentence_before_any_work(kit_folder, tmp_path):
+    folder, out, ran = kit_folder
+    go = lambda **kw: pipeline.run(profile="smoke", out=kw.pop("out", out), folder=folder, **kw)
+    for kw, message in [({"timeout": 0}, r"--timeout .* positive integer; got 0"),
+                        ({"timeout": -5}, r"positive integer; got -5"),
+                        ({"overrides": {"optim.lr": 1}}, r"starts with the config it sets, one of prior, permute"),
+                        ({"overrides": {"morph.nope": 1}}, r"Unknown config key 'nope'"),
+                        ({"params": [("NOPE", 1)]}, r"no notebook declares a parameter 'NOPE'"),
+                        ({"params": [("01:X", 1)]}, r"no notebook numbered 01 declares a parameter 'X'"),
+                        ({"params": [("SEED", 1)]}, r"the pipeline sets SEED itself"),
+                        ({"params": [("METHOD", "null")]}, r"the pipeline sets METHOD per run of"),
+                        ({"out": tmp_path / "file" / "run"}, r"cannot be created: .*file is a file, not a folder")]:
+        (tmp_path / "file").write_text("a file")
+        with pytest.raises(KitError, match=message):
+            go(**kw)
+    assert ran() == [] and not out.exists()
+
+
+def test_every_config_section_reaches_exactly_one_notebook_which_declares_set():
+    import papermill as pm
+    for section, cls in pipeline.SECTIONS.items():
+        builders = [nb for nb in pipeline.discover() if pipeline._builds(nb, cls)]
+        assert len(builders) == 1, (section, builders)
+        assert pm.inspect_notebook(str(builders[0]))["SET"]["default"] == "{}"

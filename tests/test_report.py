@@ -1,10 +1,13 @@
-"""Notebook 05's tables and figures: oracle values from a hand-made run folder, tables that parse, missing inputs."""
+"""Notebook 05's tables and figures: oracle values from a hand-made run folder, tables that parse, missing inputs;
+the data-driven sentences and kernel heatmaps notebooks 03, 05 and 06 share (`kit.study`, `kit.plots`)."""
 import csv
 import re
 
+import matplotlib.pyplot as plt
 import pytest
+import torch
 
-from kit import figures, io, report
+from kit import figures, io, plots, report, study
 
 SETTING = "layer2.1,layer2.2,layer3.1"
 KINDS = {"0": "seen", "0.25": "seen", "0.265625": "between", "0.5": "seen", "0.75": "smaller"}
@@ -121,3 +124,109 @@ def test_a_run_folder_missing_inputs_gives_notes_not_errors(tmp_path):
     for draw in (figures.blocks_sweep, figures.compression, figures.dense_gamma):
         fig = draw(run, None)
         assert any("run notebook" in t.get_text() for t in fig.axes[0].texts)
+
+
+OFF = {f"b{i}": {"alpha": 0.001, "branch scale": 0.002 * i, "error conv1.weight": 1.0 + 0.02 * i,
+                 "error conv2.weight": 1.01} for i in range(3)}  # HTTY on a laptop budget: blocks switched off
+ON = {f"b{i}": {"alpha": 1.0, "branch scale": 0.98, "error conv1.weight": 0.2 + 0.04 * i, "error conv2.weight": 0.25}
+      for i in range(3)}  # the pre-fit recipe: blocks carry the prior's kernels
+
+
+def _with_blocks(folder, name, block_report):
+    path = folder / "03_incremental_metamorphosis" / name / "metrics.json"
+    io.write_json({**io.read_json(path), "block_report": block_report}, path)
+
+
+def test_the_sentences_switch_wording_on_the_measured_block_report():
+    assert study.block_state(OFF) == study.OFF and study.block_state(ON) == study.ON and study.block_state({}) is None
+    assert study.block_state({"b": {**ON["b0"], "error conv1.weight": 0.6}}) == study.DEPARTING
+    assert "branch scale 0.000–0.004, kernel error 1.00–1.04: switched off" in study.block_sentence("htty", OFF)
+    off, on = study.curve_reading("HTTY", OFF), study.curve_reading("prefit", ON)
+    assert "interpolating" not in off and "extrapolating" not in off and "flat" not in off  # no curve: no shape
+    flat = study.curve_reading("HTTY", OFF, {"0": 0.801, "0.5": 0.795, "0.75": 0.80})
+    assert "the curve is flat (79.5–80.1%) because of that" in flat
+    spread = study.curve_reading("HTTY", OFF, {"0": 0.8, "1": 0.7})
+    assert "still spans 70.0–80.0% over γ" in spread and "flat" not in spread and "no evidence" in spread
+    assert "interpolating" in on and "extrapolating" in on and "flat" not in on
+    departing = {b: {**r, "error conv1.weight": 0.37} for b, r in ON.items()}  # on, kernels not the prior's
+    assert "depart" in study.curve_reading("prefit", departing) and "interpolating" in study.curve_reading("prefit", departing)
+    merged = {f"{b} · seed {s}": row for s in (0, 1) for b, row in OFF.items()}  # two seeds: still three blocks
+    assert study.block_numbers(merged).startswith("3 generated block(s)")
+
+
+def test_the_report_caveats_htty_gaps_when_its_blocks_are_switched_off(run_folder):
+    _with_blocks(run_folder, "htty-s0", OFF)
+    _with_blocks(run_folder, "htty-s1", {b: {**r, "branch scale": 0.009} for b, r in OFF.items()})
+    _with_blocks(run_folder, "neumeta", ON)
+    run = report.collect(run_folder)
+    main = report.settings(run)[0]
+    blocks = report.block_reports(run, main)
+    assert set(blocks) == {"htty", "neumeta"} and len(blocks["htty"]) == 6  # both seeds' blocks, keyed by seed
+    table = report.paper_table(run, main, "Table 1")
+    text = report.describe_table(table, blocks)
+    gap = re.search(r"HTTY averages [\d.]+% against NeuMeta's [\d.]+% \(([+-][\d.]+) points\)", text)
+    assert gap and "Caveat: HTTY's generated blocks are switched off in this run (3 generated block(s), branch " \
+                   "scale 0.000–0.009, kernel error 1.00–1.04)" in text
+    assert text.index("Caveat") > gap.end()  # the caveat follows the comparison it qualifies
+    assert "NeuMeta: 3 generated block(s)" in text and "on, carrying the prior's kernels" in text
+    assert "Caveat" not in report.describe_table(table) and "Caveat" not in report.describe_table(
+        table, {"htty": ON, "neumeta": ON})
+    captions = figures.captions(run, main)
+    assert "switched off" in captions["fig6_gamma"] and "interpolating" not in captions["fig6_gamma"]
+    assert "switched off" in captions["fig4_compression"]
+    _with_blocks(run_folder, "htty-s0", ON)
+    _with_blocks(run_folder, "htty-s1", ON)
+    on = figures.captions(report.collect(run_folder), main)
+    assert "interpolating" in on["fig6_gamma"] and "switched off" not in on["fig4_compression"]
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_figure_notes_are_clear_of_every_legend(run_folder):
+    run = report.collect(run_folder)
+    for draw, note in ((figures.dense_gamma, "extended training"), (figures.compression, "no baselines")):
+        if draw is figures.compression:
+            run.baselines = None  # the note this figure writes without notebook 04
+        fig = draw(run, report.settings(run)[0])
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        notes = [t for t in fig.texts + [t for ax in fig.axes for t in ax.texts] if note in t.get_text()]
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert notes and legends, draw.__name__
+        for t in notes:
+            for legend in legends:
+                assert not _overlap(t.get_window_extent(renderer), legend.get_window_extent(renderer)), draw.__name__
+        plt.close(fig)
+
+
+def test_one_kernel_summary_for_every_heatmap_with_the_prior_on_the_same_scale():
+    w = torch.randn(6, 4, 3, 3)
+    assert torch.allclose(plots.kernel_summary(w), w.abs().mean((2, 3)))
+    assert torch.allclose(plots.kernel_summary(w[:, :, :1, :1]), w[:, :, 0, 0].abs())  # 1×1: |w| itself
+    fig = plots.generated_kernels({"γ = 0": 2 * w, "γ = 0.5": w[:3]}, "layer.conv1.weight", prior=w)
+    meshes = [ax.collections[0] for ax in fig.axes[:3]]  # the fourth axes is the colour bar
+    assert len(meshes) == 3 and len({m.get_clim() for m in meshes}) == 1  # prior + two widths, one colour scale
+    assert meshes[0].get_clim() == (0, pytest.approx(float(plots.kernel_summary(2 * w).max())))
+    assert fig.axes[0].get_title().startswith("prior") and plots.KERNEL_SUMMARY in fig._suptitle.get_text()
+    assert plots.KERNEL_SUMMARY in fig.axes[-1].get_ylabel()  # the colour bar names the summary
+    heat = plots.weight_heatmaps(w, w.flip(0), "conv", tv=(10.0, 7.5))
+    assert "10 → 7.5 (25.0% lower)" in heat._suptitle.get_text()
+    plt.close("all")
+
+
+def test_the_training_loss_is_labelled_as_what_it_is_with_stage_boundaries():
+    from kit import config as C
+    history = [{"run_epoch": e, "epoch": e, "stage": 1 + (e > 2), "loss": 1.0 / e, "val_loss": None,
+                "train_accuracy": 0.5, "val_accuracy": 0.6, "test_accuracy": None} for e in (1, 2, 3, 4)]
+    fig = plots.training_curves(history, "htty", "training objective (sum of its terms)", "objective: a + b")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "training objective (sum of its terms)" and "objective: a + b" in ax.get_xlabel()
+    assert [l.get_xdata()[0] for l in ax.lines if l.get_linestyle() == ":"] == [2.5]  # stage 2 starts at epoch 3
+    assert plots.training_curves(history).axes[0].get_ylabel() == "cross-entropy"  # the prior's trainer: CE alone
+    htty, prefit = C.build(C.MorphConfig, "smoke", {"method": "htty"}), C.build(C.MorphConfig, "smoke", {"method": "prefit"})
+    assert "reconstruction" in study.objective_text(htty) and "Σ‖W‖" in study.objective_text(htty)
+    assert "KL to the prior" in study.objective_text(prefit) and "relative" in study.objective_text(prefit)
+    assert "reconstruction" not in study.objective_text(C.build(C.MorphConfig, "smoke", {"method": "null"}))
+    plt.close("all")

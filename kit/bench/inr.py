@@ -19,13 +19,13 @@ the peak memory of one training step. Targets: kit forward+backward ≥ 3× fast
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from kit import inr
+from kit.bench.timing import median_times, timed
 from kit.runtime import autocast, pick_device
 
 
@@ -94,28 +94,6 @@ class _ReferenceMLP(nn.Module):
         for g, layer in zip(self.gates, self.hidden):
             x = g * F.elu(layer(x)) + x
         return self.out(x)
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
-
-
-def median_times(runs: dict, device: torch.device, rounds: int) -> dict:
-    """{name: median seconds} of each callable in `runs`, after one warm-up call each, in alternating rounds (so
-    drift of the machine hits every contender alike)."""
-    for fn in runs.values():  # warm-up
-        fn()
-    times = {key: [] for key in runs}
-    for _ in range(rounds):
-        for key, fn in runs.items():
-            times[key].append(timed(fn, device))
-    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def bench_inr(device: str = "auto", width: int = 16, blocks: int = 7, hidden: int = 512, depth: int = 8,

@@ -4,7 +4,7 @@
                       relative error ‖W − W*‖/‖W*‖ it reaches per kernel
   recipe step         one optimiser step of the pre-fit recipe (`accumulate` = 2 configurations, tail frozen,
                       distillation from the prior) against one HTTY step (4 configurations) with every block
-                      generated, alternating rounds in one process (`bench_inr.median_times`)
+                      generated, alternating rounds in one process (`kit.bench.timing.median_times`)
   time to acceptance  read from a finished run folder: the recipe run's training + evaluation seconds when issue 15's
                       quick acceptance holds there, else the criteria that fail and their measured figures
 """
@@ -16,7 +16,7 @@ import torch
 
 from kit import config as C
 from kit import io, metamorph, metatrain, results, train
-from kit.bench_inr import median_times
+from kit.bench.timing import median_times
 from kit.errors import KitError
 from kit.prefit import block_slots, prefit
 from kit.runtime import pick_device, project_path

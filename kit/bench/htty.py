@@ -19,7 +19,7 @@ import torch
 
 from kit import config as C
 from kit import metamorph, metatrain, models, train
-from kit.bench_inr import timed, median_times
+from kit.bench.timing import median_times, timed
 from kit.runtime import pick_device
 
 
