@@ -75,6 +75,7 @@ class MorphTask(train.Task):
         self.targets = net.prior_tensors()
         self.ema = {n: p.detach().clone() for n, p in self._trained()} if cfg.ema > 0 else None
         self.updates = 0  # optimiser steps of this stage so far (the EMA's warm-up counts them)
+        self._terms, self._seen = {}, 0  # the objective's weighted terms summed over this epoch's images (epoch_log)
 
     def _trained(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.module.named_parameters() if not n.startswith("skeleton.") and p.requires_grad]
@@ -104,15 +105,24 @@ class MorphTask(train.Task):
             gamma = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.draws))]
         if not cfg.train_inr:  # the null control: α ≡ 0 removes the blocks, so their weights never matter
             logits = net(x, 0.0, self.targets)
-            return cfg.loss.task * self._task_loss(logits, y), logits
+            return self._count(len(y), task=cfg.loss.task * self._task_loss(logits, y)), logits
         weights = net.generate(gamma, noise=cfg.coordinate_noise, sizes_only=cfg.width_updates == "sizes" and gamma != 0)
         logits = net(x, gamma, weights)
-        loss = cfg.loss.task * self._task_loss(logits, y, x)
+        terms = {"task": cfg.loss.task * self._task_loss(logits, y, x)}
         if cfg.loss.regularization:
-            loss = loss + cfg.loss.regularization * sum(w.float().norm() for w in weights.values())
+            terms["regularization"] = cfg.loss.regularization * sum(w.float().norm() for w in weights.values())
         if gamma == 0 and cfg.loss.reconstruction:
-            loss = loss + cfg.loss.reconstruction * reconstruction_loss(weights, self.targets, cfg.loss.reconstruction_kind)
-        return loss, logits
+            terms["reconstruction"] = cfg.loss.reconstruction * reconstruction_loss(weights, self.targets,
+                                                                                   cfg.loss.reconstruction_kind)
+        return self._count(len(y), **terms), logits
+
+    def _count(self, images: int, **terms: torch.Tensor) -> torch.Tensor:
+        """The loss (the sum of `terms`), keeping each weighted term's sum over the epoch's images for epoch_log;
+        detached and on the device, so counting costs no synchronisation."""
+        for name, value in terms.items():
+            self._terms[name] = self._terms.get(name, 0.0) + value.detach().float() * images
+        self._seen += images
+        return sum(terms.values())
 
     def _task_loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """(1 − d)·CE + d·KL(prior ‖ net), d = loss.distill; the prior's logits come from the frozen skeleton."""
@@ -141,7 +151,12 @@ class MorphTask(train.Task):
         rows = {f"{key.replace('error ', 'error@' + b + '.') if key.startswith('error') else key + '@' + b}": v
                 for b, row in report.items() for key, v in row.items() if key != "alpha"}
         alpha = {f"alpha@{b}": a for b, a in self.module.alphas().items()}
-        return {"stage": self.stage, "active_blocks": self.module.active, "updates": self.updates, **alpha, **rows}
+        # each weighted term's mean over the epoch's images (a term absent from a batch counts 0 there), so the
+        # terms add up to the epoch's loss: task, reconstruction (γ = 0 batches only), regularization
+        terms = {f"loss_{k}": float(v) / max(self._seen, 1) for k, v in self._terms.items()}
+        self._terms, self._seen = {}, 0
+        return {"stage": self.stage, "active_blocks": self.module.active, "updates": self.updates, **terms, **alpha,
+                **rows}
 
     @contextlib.contextmanager
     def ema_weights(self):

@@ -21,13 +21,18 @@ def training_curves(history: list[dict], title: str = "Prior training", loss_lab
                     loss_note: str = "") -> plt.Figure:
     """Loss and accuracy (train / val / test) against epoch. `loss_label` names what the recorded loss is (the
     prior's trainer records cross-entropy; notebook 03's records the sum of its objective's terms, which
-    `loss_note` spells out under the loss plot). A staged run gets dotted verticals at its stage boundaries."""
+    `loss_note` spells out under the loss plot, and each weighted term, drawn dashed). A staged run gets dotted
+    verticals at its stage boundaries."""
     style()
     df = pd.DataFrame(history)
     if "run_epoch" in df:  # a staged (incremental) run: epochs counted over the whole run
         df["epoch"] = df["run_epoch"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(df["epoch"], df["loss"], marker="o", label="train (augmented)")
+    ax_loss.plot(df["epoch"], df["loss"], marker="o", label="train (augmented)" if "loss_task" not in df else
+                 "train: the whole objective")
+    for key, label in LOSS_TERMS.items():  # notebook 03 records its objective's weighted terms (they add up)
+        if key in df and df[key].notna().any():
+            ax_loss.plot(df["epoch"], df[key], ls="--", marker=".", label=label)
     if df["val_loss"].notna().any():
         ax_loss.plot(df["epoch"], df["val_loss"], marker="o", label="validation")
     ax_loss.set(xlabel="\n".join(["epoch", *textwrap.wrap(loss_note, 75)]), ylabel=loss_label, title="Loss")
@@ -44,6 +49,11 @@ def training_curves(history: list[dict], title: str = "Prior training", loss_lab
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+LOSS_TERMS = {"loss_task": "task term (CE or KL to the prior, ×λ_task)",
+              "loss_reconstruction": "reconstruction term (γ = 0 batches, ×λ_rec)",
+              "loss_regularization": "weight penalty (×λ_reg)"}  # kit.metatrain.MorphTask.epoch_log's keys
 
 
 def stage_starts(df: pd.DataFrame) -> list[int]:

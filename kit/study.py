@@ -165,7 +165,7 @@ def curve_reading(name: str, report: dict[str, dict], accuracy: dict[str, float]
 
 def objective_text(cfg) -> str:
     """What notebook 03's training loss is for `cfg` (a `MorphConfig`): the sum `kit.metatrain.MorphTask.loss`
-    minimises, term by term. The run's history records only this sum per epoch, not the terms."""
+    minimises, term by term (the run's history records the sum and each weighted term per epoch)."""
     loss = cfg.loss
     task = "CE" if loss.distill == 0 else "KL to the prior" if loss.distill == 1 else \
         f"{1 - loss.distill:g}·CE + {loss.distill:g}·KL to the prior"

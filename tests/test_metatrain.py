@@ -242,6 +242,9 @@ def test_stages_generate_one_more_block_each_and_resume_mid_stage(smoothed_smoke
     assert [s["blocks"] for s in stages] == [["layer1.0"], ["layer1.0", "layer2.0"]]  # after stage k, k blocks
     assert [list(s["alpha"]) for s in stages] == [["layer1.0"], ["layer1.0", "layer2.0"]]
     assert [r["active_blocks"] for r in straight.history] == [1, 1, 2, 2]
+    for r in straight.history:  # the objective's recorded terms add up to the epoch's loss
+        terms = [r[k] for k in ("loss_task", "loss_reconstruction", "loss_regularization") if k in r]
+        assert len(terms) == 3 and abs(sum(terms) - r["loss"]) <= 1e-4 * abs(r["loss"])
     assert all(set(s["test_accuracy"]) == {"0", "0.5"} for s in stages)
     assert straight.metrics["switches"]["incremental"] and straight.metrics["alpha"]["layer2.0"] != 0
 

@@ -225,6 +225,11 @@ def test_the_training_loss_is_labelled_as_what_it_is_with_stage_boundaries():
     assert ax.get_ylabel() == "training objective (sum of its terms)" and "objective: a + b" in ax.get_xlabel()
     assert [l.get_xdata()[0] for l in ax.lines if l.get_linestyle() == ":"] == [2.5]  # stage 2 starts at epoch 3
     assert plots.training_curves(history).axes[0].get_ylabel() == "cross-entropy"  # the prior's trainer: CE alone
+    for row in history:  # notebook 03's history: the weighted terms are drawn too, dashed, one per term
+        row.update(loss_task=0.6 / row["epoch"], loss_reconstruction=0.4 / row["epoch"])
+    terms = [l for l in plots.training_curves(history).axes[0].lines if l.get_linestyle() == "--"]
+    assert [l.get_label() for l in terms] == [plots.LOSS_TERMS["loss_task"], plots.LOSS_TERMS["loss_reconstruction"]]
+    assert list(terms[0].get_ydata()) == [0.6 / e for e in (1, 2, 3, 4)]
     htty, prefit = C.build(C.MorphConfig, "smoke", {"method": "htty"}), C.build(C.MorphConfig, "smoke", {"method": "prefit"})
     assert "reconstruction" in study.objective_text(htty) and "Σ‖W‖" in study.objective_text(htty)
     assert "KL to the prior" in study.objective_text(prefit) and "relative" in study.objective_text(prefit)
