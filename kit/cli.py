@@ -308,7 +308,8 @@ def _summary(args) -> None:
     print("\ngenerated blocks at γ = 0 (α; branch scale ‖α·W2‖/‖W2*‖; relative error of conv2's kernel):")
     for variant, record in runs.items():
         report = record.get("block_report")  # recorded by notebook 03; older runs: computed from their checkpoint
-        path = Path(record.get("checkpoint", ""))
+        morph_dir = folder / results.MORPH_FOLDER if (folder / results.MORPH_FOLDER).is_dir() else folder
+        path = morph_dir / variant / record.get("checkpoint", "metamorph.pt")  # recorded relative to its folder
         if report is None and path.is_file():
             report = results.block_report(metamorph.load(path)[0])
         if report is not None:

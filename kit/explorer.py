@@ -30,7 +30,7 @@ from kit import config as C
 from kit import data as D
 from kit import io, metamorph, models, plots, results, train
 from kit.errors import KitError
-from kit.runtime import autocast, pick_device
+from kit.runtime import autocast, pick_device, project_path
 
 PRUNING = "pruning"
 METAMORPHIC = "metamorphic"
@@ -99,7 +99,7 @@ def default_checkpoint(run_dir: str | Path) -> Path:
     """The run folder's main checkpoint: the kit's pre-fit recipe when it ran (its blocks carry the prior's function,
     so the slider changes the network), else plain HTTY; no ablation, 1× epochs, on the most blocks, lowest seed —
     `prefit/` or `htty/` in quick, `prefit-s0/` when the pipeline ran several seeds."""
-    run_dir = Path(run_dir)
+    run_dir = project_path(run_dir)
     runs = results.morph_runs(run_dir) if (run_dir / results.MORPH_FOLDER).is_dir() else {}
     main = [(results.label(m) != "prefit", -len(m.get("blocks", [])), m.get("seed", 0), k) for k, m in runs.items()
             if results.label(m) in ("prefit", "htty") and (run_dir / results.MORPH_FOLDER / k / "metamorph.pt").is_file()]
@@ -153,7 +153,7 @@ class Explorer:
 
     def __init__(self, checkpoint: str | Path, cfg: C.ExplorerConfig | None = None, run_dir: str | Path | None = None):
         self.cfg = cfg or C.ExplorerConfig()
-        self.checkpoint = Path(checkpoint).expanduser().resolve()
+        self.checkpoint = project_path(checkpoint).resolve()  # relative: from the project root, as everywhere
         if not self.checkpoint.is_file():
             raise KitError(f"No metamorphic checkpoint at {self.checkpoint}; point at a metamorph.pt written by "
                            "notebook 03 (results/<run>/03_incremental_metamorphosis/htty/metamorph.pt).")
@@ -164,7 +164,7 @@ class Explorer:
         self.reference = {b: self.net.reference[b] for b in self.blocks}  # H per block
         self.pool = metamorph.pool_gammas(self.record["config"]["gamma_max"], self.record["config"]["pool_size"])
         self.layers = [s.name for s in self.net.specs[:4 * self.net.active] if s.kind == "kernel"]
-        self.run_dir = Path(run_dir).resolve() if run_dir else run_folder_of(self.checkpoint)
+        self.run_dir = project_path(run_dir).resolve() if run_dir else run_folder_of(self.checkpoint)
         self.methods, self.individual, self.null = discover(self.checkpoint, self.record, self.blocks, self.run_dir)
         self.data = evaluation_data(self.record["prior_config"], self.cfg.eval_images, self.cfg.seed, self.device)
         self.step = 1.0 / max(self.reference.values())  # one channel of the widest block

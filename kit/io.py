@@ -115,6 +115,11 @@ def write_text(text: str, path: str | Path) -> Path:
     return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    """Raw bytes (a copy of a file), written atomically."""
+    return _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """A CSV with one row per dict (columns from the first row), written atomically."""
     import csv
@@ -133,6 +138,18 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
     return _atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight", **kwargs))
 
 
+def _inside(value: Any, folder: Path) -> Any:
+    """`value` with any absolute path inside `folder` made relative to it (in lists too)."""
+    if isinstance(value, list):
+        return [_inside(v, folder) for v in value]
+    if isinstance(value, (str, Path)) and Path(value).is_absolute():
+        try:
+            return Path(value).resolve().relative_to(folder).as_posix()
+        except ValueError:
+            return value  # outside the folder (an input, another run's file): kept as written
+    return value
+
+
 def _jsonable(x: Any) -> Any:
     if hasattr(x, "item"):  # numpy / torch scalars
         return x.item()
@@ -142,12 +159,15 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_metrics(out_dir: str | Path, metrics: dict, config=None, **extra) -> Path:
-    """out_dir/metrics.json: the run's metrics, plus its config, seed and provenance (versions, git revision)."""
+    """out_dir/metrics.json: the run's metrics, plus its config, seed and provenance (versions, git revision).
+    A path (str or Path) inside `out_dir` among the values is recorded relative to it, so the record stays true when
+    its folder moves (the pipeline runs a notebook in a staging folder and then moves it into place)."""
     import dataclasses
 
     from kit.runtime import provenance
 
-    record, device = dict(metrics), None
+    here = Path(out_dir).resolve()
+    record, device = {k: _inside(v, here) for k, v in metrics.items()}, None
     if config is not None:
         record["config"] = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         record["seed"] = record["config"].get("seed")

@@ -10,22 +10,24 @@ sub-folder (notebook 03: HTTY and NeuMeta, and in `full`/`paper` ablations, the 
 into `03_incremental_metamorphosis/<variant>/`). `--seeds N` runs HTTY and NeuMeta over seeds SEED … SEED+N−1
 (into `htty-s<seed>/` etc. when N > 1); by default 3 in `full`/`paper` and 1 elsewhere; the other rows run once.
 
-    python -m kit pipeline … --set morph.inr.hidden=256 prior.optim.lr=0.05 -p EPOCH_SCALE 3 -p 04:CRITERIA '["l1"]'
+    python -m kit pipeline … --set morph.inr.hidden=256 prior.optim.lr=0.05 -p 04:CRITERIA '["l1"]'
 
 `--set section.field=value` reaches the notebook that builds that config (prior: 01, permute: 02, morph: 03,
 baseline: 04, explorer: 06) as its `SET` parameter, checked like `train-prior --set` before any work; `-p NAME
-VALUE` (or `-p NN:NAME VALUE`) sets a notebook parameter of every notebook declaring it (of notebook NN only).
+VALUE` (or `-p NN:NAME VALUE`) sets a notebook parameter of every notebook declaring it (of notebook NN only);
+see kit.overrides for what each may not set.
 Relative paths (`--out`) are taken from the project root, as everywhere in the kit.
 
 Skip-if-complete (kit.stamps): a run that succeeds leaves `.pipeline-stamp.json` in its folder; a later invocation
 skips it while its parameters, its notebook's source and its upstream runs' stamp ids are unchanged *and* every
 file it wrote is there with the digest recorded. So an interrupted or re-invoked pipeline resumes where it stopped,
 rerunning notebook 01 reruns everything after it, and a deleted checkpoint is rebuilt; with `--only`, the upstream
-stamps are those on disk. `--force` reruns everything.
+stamps are those on disk (and their runs must be complete). `--force` reruns everything.
 
-Nothing good is lost: a folder holding a run of another profile, dataset or seed is refused before anything is
-touched; a notebook executes into a hidden file, and only success replaces the previous executed notebook and stamp
-(a failure is kept as `NN_name.failed.ipynb`, the previous run's files stay as they were).
+Nothing good is lost (kit.stamps): a folder holding a run of another profile, dataset or seed is refused before
+anything is touched; a notebook executes in `<run>/.staging/<name>/` and only success moves it into place (files
+a user added to the old folder are carried over), so a failure leaves the previous run exactly as it was, with the
+failed executed notebook beside it as `NN_name.failed.ipynb`; rerunning the same command resumes the attempt.
 
 Cell output streams to the terminal; the first failing run stops the pipeline with its name and cell.
 `pipeline.json` in the run folder records each run (status ok, skipped or failed), merged across invocations.
@@ -42,15 +44,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kit import config as C
-from kit import io, stamps
+from kit import io, overrides as O, stamps
 from kit.errors import KitError
 from kit.runtime import PROJECT_ROOT, project_path, provenance
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-STAMP = stamps.STAMP
 _NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
-SECTIONS = {cls.SECTION: cls for cls in (C.PriorConfig, C.PermuteConfig, C.MorphConfig, C.BaselineConfig,
-                                         C.ExplorerConfig)}  # --set's first key: the config it reaches
 SEEDS = {"full": 3, "paper": 3}  # default seeds of HTTY and NeuMeta per profile (1 elsewhere); ablation rows run one
 
 
@@ -122,10 +121,10 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
     from kit.runtime import pick_device
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
         raise KitError(f"--timeout is the seconds allowed per cell and must be a positive integer; got {timeout!r}.")
-    sets = split_overrides(overrides or {})
+    sets = O.split(overrides or {})
     prior = C.build(C.PriorConfig, profile, {**sets.get("prior", {}), "data.name": dataset, "runtime.device": device})
     for section, values in sets.items():  # every --set key checked before any work
-        C.build(SECTIONS[section], profile, values)
+        C.build(O.SECTIONS[section], profile, values)
     pick_device(device)
     out = io.writable_dir(project_path(out), "run folder")
     notebooks = discover(folder)
@@ -135,87 +134,87 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
              for sub, extra in variants(nb.stem, profile, seed, seeds, sets)]
     runs = [r for r in every if not only or r[0].name[:2] in only]  # `every` still names the upstream runs
     declared = {nb: pm.inspect_notebook(str(nb)) for nb in notebooks}
-    extra_params = _check_params(params or [], every, declared)
+    extra_params = O.check_params(params or [], every, declared)
     for section in sets:
-        lacking = [nb.name for nb in notebooks if _builds(nb, SECTIONS[section]) and "SET" not in declared[nb]]
-        if lacking:
-            raise KitError(f"--set {section}.…: {', '.join(lacking)} builds the {section} config but declares no SET "
-                           "parameter, so the override could not reach it; add `SET = {}` to its parameters cell.")
+        O.check_set(section, sets[section], notebooks, declared, every)
     identity = {"profile": profile, "dataset": prior.data.name, "seed": seed}
     stamps.check_identity(out, identity)  # a run folder of another profile / dataset / seed: refused, untouched
+    offered = {"PROFILE": profile, "DATASET": dataset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(out)}
+    plan = []
+    for notebook, sub, extra in runs:
+        name = _name(notebook, sub)
+        section = next((s for s in sets if notebook.name[:2] == O.SECTION_NOTEBOOK[s]), None)
+        mine = {**offered, **extra_params.get(notebook, {}), **extra, "OUT_DIR": str(out / name),
+                **({"SET": sets[section]} if section else {})}
+        plan.append((notebook, name, {k: v for k, v in mine.items() if k in declared[notebook]}))
+    if only:  # the runs not chosen are not rerun: those the chosen ones read must be complete already
+        for nb, s, _ in every:
+            if nb.name[:2] not in only and int(nb.name[:2]) < max(int(n) for n in only) and \
+                    stamps.intact(out / _name(nb, s)) is None:
+                raise KitError(f"--only {' '.join(only)} reads {_name(nb, s)}, which is not complete in {out} (not run, "
+                               f"or an output of it is missing or changed); run it first, e.g. --only {nb.name[:2]}.")
     header = {**identity, "seeds": SEEDS.get(profile, 1) if seeds is None else seeds, "device": device,
               "force": force, "set": overrides or {}, "params": [list(p) for p in params or []]}
-    offered = {"PROFILE": profile, "DATASET": dataset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(out)}
     records: list[dict] = []
-    for i, (notebook, sub, extra) in enumerate(runs, 1):
-        name = _name(notebook, sub)
+    for i, (notebook, name, params_nb) in enumerate(plan, 1):
         nb_out = out / name
-        executed = nb_out / notebook.name
-        section = next((s for s, cls in SECTIONS.items() if s in sets and _builds(notebook, cls)), None)
-        mine = {**offered, **extra_params.get(notebook, {}), **extra, "OUT_DIR": str(nb_out),
-                **({"SET": sets[section]} if section else {})}
-        params_nb = {k: v for k, v in mine.items() if k in declared[notebook]}
         upstream = {_name(nb, s): (stamps.read(out / _name(nb, s)) or {}).get("id")
                     for nb, s, _ in every if int(nb.name[:2]) < int(notebook.name[:2])}
         wanted = {"parameters": stamps.portable(params_nb, out), "notebook_sha256": stamps.sha256(notebook),
                   "upstream": upstream}
         stamp, why = (None, "--force") if force else stamps.complete(nb_out, wanted)
         if stamp is not None:
-            records.append(_record(name, "skipped", 0, stamp["parameters"], executed, out))
+            records.append(_record(name, "skipped", 0, stamp["parameters"], nb_out / notebook.name, out))
             _write_summary(out, header, records, every)
-            print(f"[pipeline {i}/{len(runs)}] {name} up to date, skipped", flush=True)
+            print(f"[pipeline {i}/{len(plan)}] {name} up to date, skipped", flush=True)
             continue
-        print(f"[pipeline {i}/{len(runs)}] {name} ({why})  ({', '.join(f'{k}={v}' for k, v in params_nb.items())})",
-              flush=True)
+        stage = stamps.staging(out, name)
+        resumed = stamps.prepare(stage, wanted)
+        print(f"[pipeline {i}/{len(plan)}] {name} ({why}{'; resuming its interrupted attempt' if resumed else ''})  "
+              f"({', '.join(f'{k}={v}' for k, v in params_nb.items())})", flush=True)
         try:
-            seconds = _execute(notebook, executed, params_nb, timeout, name)
-        except KitError:
-            failed = executed.with_name(executed.stem + stamps.FAILED)
-            records.append(_record(name, "failed", 0, wanted["parameters"], failed, out))
+            seconds = _execute(notebook, stage / notebook.name, {**params_nb, "OUT_DIR": str(stage)}, timeout, name)
+        except KitError as err:
+            failed = stamps.keep_failure(stage, nb_out, notebook.name)
+            records.append({**_record(name, "failed", 0, wanted["parameters"], failed or stage / notebook.name, out),
+                            "previous": _earlier(out).get(name)})
             _write_summary(out, header, records, every)
-            raise
-        stamps.write(nb_out, wanted, executed, uuid.uuid4().hex, datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        records.append(_record(name, "ok", seconds, wanted["parameters"], executed, out))
+            where = f"the executed notebook is {failed}" if failed else "it never started"
+            raise KitError(f"Notebook {name} {err}; {where}; the previous run's folder is untouched, and rerunning "
+                           "the same command resumes this attempt.") from None
+        stamps.promote(stage, nb_out, wanted, notebook.name, uuid.uuid4().hex,
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        records.append(_record(name, "ok", seconds, wanted["parameters"], nb_out / notebook.name, out))
         _write_summary(out, header, records, every)
-        print(f"[pipeline {i}/{len(runs)}] {name} done in {seconds:.0f} s -> {nb_out}", flush=True)
+        print(f"[pipeline {i}/{len(plan)}] {name} done in {seconds:.0f} s -> {nb_out}", flush=True)
     return records
 
 
 def _execute(notebook: Path, executed: Path, params: dict, timeout: int | None, name: str) -> float:
-    """Run one notebook into `executed` and return the seconds it took; a KitError says where it failed.
-
-    It executes into a hidden file beside `executed`: success replaces the previous executed notebook, failure
-    leaves it (and the previous run's stamp and outputs) as they were and keeps the failed one as NN_name.failed.ipynb.
-    Kernels talk over IPC sockets where the OS has them: no TCP port is opened (and ipykernel has no reason to
-    warn, once per notebook, that its TCP traffic is unencrypted)."""
+    """Run one notebook into `executed` (in its staging folder) and return the seconds it took; a KitError says
+    where it failed. Kernels talk over IPC sockets where the OS has them: no TCP port is opened (and ipykernel has
+    no reason to warn, once per notebook, that its TCP traffic is unencrypted)."""
     import nbclient.exceptions as nbx
     import papermill as pm
-    executed.parent.mkdir(parents=True, exist_ok=True)
-    running = executed.with_name("." + executed.stem + stamps.RUNNING)
-    failed = executed.with_name(executed.stem + stamps.FAILED)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(running), parameters=params, cwd=str(notebook.parent),
+        pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
                             kernel_name="python3", progress_bar=False, log_output=False,
                             stdout_file=sys.stdout, stderr_file=sys.stderr, execution_timeout=timeout,
                             **_kernel_transport())
-    except (nbx.CellTimeoutError, nbx.DeadKernelError, pm.PapermillExecutionError) as err:
-        if running.exists():
-            os.replace(running, failed)
-        if isinstance(err, pm.PapermillExecutionError):
-            cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
-            lines = (err.source or "").strip().splitlines()
-            why = f"failed in cell {cell} (`{lines[0] if lines else ''}`) with {err.ename}: {err.evalue.strip()}"
-        else:
-            why = "stopped: " + ("a cell ran past --timeout" if isinstance(err, nbx.CellTimeoutError)
-                                 else "its kernel died (out of memory?)")
-        raise KitError(f"Notebook {name} {why}; the executed notebook is {failed} (the previous run's "
-                        "files are untouched).") from None
-    except BaseException:
-        running.unlink(missing_ok=True)
+    except pm.PapermillExecutionError as err:
+        cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
+        lines = (err.source or "").strip().splitlines()
+        raise KitError(f"failed in cell {cell} (`{lines[0] if lines else ''}`) with {err.ename}: "
+                       f"{err.evalue.strip()}") from None
+    except nbx.CellTimeoutError:
+        raise KitError("stopped: a cell ran past --timeout") from None
+    except nbx.DeadKernelError:
+        raise KitError("stopped: its kernel died (out of memory?)") from None
+    except (KeyboardInterrupt, SystemExit):
         raise
-    os.replace(running, executed)
-    failed.unlink(missing_ok=True)  # an older failure of this run is superseded
+    except Exception as err:  # the kernel did not start, a notebook that cannot be read, …
+        raise KitError(f"could not run ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
     return time.perf_counter() - t0
 
 
@@ -225,10 +224,17 @@ def _kernel_transport() -> dict:
         return {}
     from jupyter_client import AsyncKernelManager
 
+    from jupyter_core.paths import jupyter_runtime_dir
+
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.transport = "ipc"  # sockets are files in Jupyter's runtime folder, readable by this user only
+            self.transport = "ipc"
+            # the sockets' path prefix: absolute, in Jupyter's runtime folder (private to this user) and unique per
+            # kernel, or they would be made in the notebook's folder (papermill's cwd) as kernel-ipc-N
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True)
+            self.ip = str(runtime / f"kit-{uuid.uuid4().hex[:12]}-ipc")
     return {"kernel_manager_class": IPCKernelManager}
 
 
@@ -253,52 +259,18 @@ def _record(name: str, status: str, seconds: float, params: dict, executed: Path
 def _write_summary(out: Path, header: dict, records: list[dict], every: list) -> None:
     """pipeline.json: this invocation's settings and a record per run, merged with the records an earlier
     invocation left for runs this one did not reach (e.g. with --only), in pipeline order."""
-    try:
-        earlier = {r["notebook"]: r for r in json.loads((out / "pipeline.json").read_text())["notebooks"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        earlier = {}
-    now = {r["notebook"]: r for r in records}
+    earlier, now = _earlier(out), {r["notebook"]: r for r in records}
     order = [_name(nb, sub) for nb, sub, _ in every]
+    order += [n for n in earlier if n not in order]  # runs of an earlier plan (e.g. other --seeds) stay recorded
     merged = [now.get(n) or earlier[n] for n in order if n in now or n in earlier]
     io.write_json({**header, "notebooks": merged, "provenance": provenance()}, out / "pipeline.json")
 
 
-def split_overrides(overrides: dict[str, object]) -> dict[str, dict]:
-    """{'morph.inr.hidden': 256, …} → {'morph': {'inr.hidden': 256}, …}; an unknown section is an error."""
-    sets: dict[str, dict] = {}
-    for key, value in overrides.items():
-        section, _, rest = key.partition(".")
-        if section not in SECTIONS or not rest:
-            raise KitError(f"--set {key}=…: a pipeline override starts with the config it sets, one of "
-                           f"{', '.join(SECTIONS)} (e.g. morph.inr.hidden=256, prior.optim.lr=0.05).")
-        sets.setdefault(section, {})[rest] = value
-    return sets
+def _earlier(out: Path) -> dict:
+    """{run name: its record} from the run folder's pipeline.json ({} when there is none or it cannot be read)."""
+    try:
+        return {r["notebook"]: r for r in json.loads((out / "pipeline.json").read_text())["notebooks"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
-def _builds(notebook: Path, cls) -> bool:
-    """Whether `notebook` builds config `cls` (it calls C.build(C.<cls>, …)): the notebook its --set reaches."""
-    return f"C.build(C.{cls.__name__}," in notebook.read_text()
-
-
-_OWNED = {"PROFILE", "DATASET", "SEED", "DEVICE", "RUN_DIR", "OUT_DIR", "SET"}  # set by the pipeline itself
-
-
-def _check_params(params: list[tuple[str, object]], every: list, declared: dict) -> dict[Path, dict]:
-    """{notebook: {NAME: value}} for -p NAME VALUE (every notebook declaring NAME) or -p NN:NAME VALUE."""
-    chosen: dict[Path, dict] = {}
-    for target, value in params:
-        number, _, name = target.rpartition(":")
-        if name in _OWNED:
-            raise KitError(f"-p {name}: the pipeline sets {name} itself; use its own option "
-                           "(--profile, --dataset, --seed, --device, --out, --set).")
-        hits = [nb for nb in declared if name in declared[nb] and (not number or nb.name[:2] == number)]
-        if not hits:
-            raise KitError(f"-p {target}: no notebook{' numbered ' + number if number else ''} declares a parameter "
-                           f"{name!r}; the notebooks' parameters are listed in their parameters cells.")
-        for nb in hits:
-            owned = sorted({k for n, _, extra in every if n == nb for k in extra})
-            if name in owned:
-                raise KitError(f"-p {name}: the pipeline sets {name} per run of {nb.stem} ({', '.join(owned)}); "
-                               "run that notebook with papermill yourself to choose it.")
-            chosen.setdefault(nb, {})[name] = value
-    return chosen

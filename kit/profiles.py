@@ -2,7 +2,7 @@
 
 `PROFILES` maps a profile's name to {config SECTION: nested overrides}; `kit.config.build` applies one.
   smoke  seconds on a CPU; what the tests and the notebook smoke runs use
-  quick  the default main job (`make run`): the whole pipeline (01 → 06) in under 25 minutes on 2 CPU cores
+  quick  the default main job (`make run`): the whole pipeline (01 → 07) in under 25 minutes on 2 CPU cores
   full   a real Fashion-MNIST reproduction: CPU hours, GPU minutes
   paper  the papers' CIFAR-100 ResNet-56 settings (HTTY paper 000 sec. 4.1), for a GPU
 """

@@ -1,10 +1,16 @@
-"""When a pipeline run is complete: its stamp, the outputs the stamp vouches for, and the run folder's identity.
+"""A pipeline run's folder: when it is complete (its stamp and the outputs the stamp vouches for), how a new attempt
+replaces it without ever destroying it, and the run folder's identity.
 
 A run that succeeds leaves `.pipeline-stamp.json` in its folder: its parameters (paths relative to the run
 folder, so a moved or copied run folder stays up to date), the sha256 of its notebook, the ids of its upstream
 runs' stamps, a fresh id, and the sha256 of every file it wrote. A run is complete only when its stamp matches
 what is asked now *and* every output the stamp records is still there with the same digest: a deleted or
 changed checkpoint makes the run (and so everything downstream) run again.
+
+A notebook never executes in the folder of the run it may replace: it writes into `<run>/.staging/<name>/`
+(`prepare`), which an interrupted attempt with the same parameters resumes. Only success moves the attempt into
+place (`promote`, carrying over any file a user added to the old folder); a failure leaves the old folder as it
+was, with the failed executed notebook beside it as `NN_name.failed.ipynb` (`keep_failure`).
 
 The run folder's identity (profile, dataset, seed) is recorded in `pipeline.json`; a command asking for
 another identity is refused before anything is touched (`check_identity`).
@@ -13,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 from kit import io
@@ -20,7 +28,8 @@ from kit.errors import KitError
 
 STAMP = ".pipeline-stamp.json"  # hidden: results.morph_runs and friends glob for metrics.json, not for this
 FAILED = ".failed.ipynb"  # suffix of a failed run's executed notebook, written beside the good one
-RUNNING = ".running.ipynb"  # suffix of the notebook while it executes (hidden name: a leading dot)
+STAGING = ".staging"  # <run>/.staging/<name>/: where an attempt executes until it succeeds
+ATTEMPT = ".attempt.json"  # what an attempt in the staging folder was started with (resumed only if unchanged)
 IDENTITY = ("profile", "dataset", "seed")  # what a run folder is a run of; anything else may change between runs
 
 
@@ -93,6 +102,70 @@ def write(folder: Path, wanted: dict, executed: Path, run_id: str, finished: str
     stamp = {**wanted, "id": run_id, "finished": finished, "outputs": outputs(folder, executed)}
     io.write_json(stamp, folder / STAMP)
     return stamp
+
+
+def intact(folder: Path) -> dict | None:
+    """The stamp in `folder` if every output it records is there unchanged (whatever the parameters); else None."""
+    stamp = read(folder)
+    if stamp is None:
+        return None
+    return stamp if complete(folder, {k: stamp.get(k) for k in ("parameters", "notebook_sha256", "upstream")})[0] \
+        else None
+
+
+def staging(run_dir: Path, name: str) -> Path:
+    return run_dir / STAGING / name
+
+
+def prepare(stage: Path, wanted: dict) -> bool:
+    """Make `stage` ready for an attempt at `wanted`; True when it holds an interrupted attempt at the same
+    parameters and upstream runs, which the notebook then resumes (e.g. from its checkpoint.pt)."""
+    try:
+        before = json.loads((stage / ATTEMPT).read_text())
+    except (OSError, ValueError):
+        before = None
+    same = isinstance(before, dict) and all(before.get(k) == wanted[k] for k in ("parameters", "upstream"))
+    if not same:
+        shutil.rmtree(stage, ignore_errors=True)  # an unfinished attempt at other settings: nothing good in it
+        stage.mkdir(parents=True)
+        io.write_json(wanted, stage / ATTEMPT)
+    return same
+
+
+def promote(stage: Path, final: Path, wanted: dict, executed: str, run_id: str, finished: str) -> dict:
+    """Stamp the successful attempt in `stage` and move it to `final`, replacing the previous run there; files a
+    user added to the old folder (not written by its run, not written by this one) are carried over."""
+    (stage / ATTEMPT).unlink(missing_ok=True)
+    stamp = write(stage, wanted, stage / executed, run_id, finished)
+    if final.is_dir():
+        old = (read(final) or {}).get("outputs", {})
+        for path in sorted(final.rglob("*")):
+            rel = path.relative_to(final)
+            if (path.is_file() and rel.as_posix() not in old and rel.name != STAMP and rel.name != executed
+                    and not rel.name.endswith(FAILED) and not (stage / rel).exists()):
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, stage / rel)
+        trash = stage.with_name(stage.name + ".replaced")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        os.replace(stage, final)
+        shutil.rmtree(trash)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage, final)
+    return stamp
+
+
+def keep_failure(stage: Path, final: Path, executed: str) -> Path | None:
+    """A copy of the failed attempt's executed notebook beside the previous run's, as NN_name.failed.ipynb (the
+    attempt stays in `stage`, to be resumed); None when the notebook never started."""
+    source = stage / executed
+    if not source.is_file():
+        return None
+    target = final / (Path(executed).stem + FAILED)
+    final.mkdir(parents=True, exist_ok=True)
+    io.write_bytes(source.read_bytes(), target)
+    return target
 
 
 def check_identity(run_dir: Path, identity: dict) -> None:

@@ -27,6 +27,7 @@ from matplotlib import colormaps
 
 from kit import config as C
 from kit.errors import KitError
+from kit.runtime import project_path
 from kit.explorer import METAMORPHIC, Explorer, Settings, View, gamma_text
 from kit.plots import KERNEL_SUMMARY
 
@@ -255,7 +256,7 @@ class GammaExplorer:
         """Write the network on screen to the export folder (the button calls this); returns the file."""
         s = self.settings()
         try:
-            path = self.explorer.export(s, Path(self.export_dir.value).expanduser() / self.explorer.export_name(s))
+            path = self.explorer.export(s, project_path(self.export_dir.value) / self.explorer.export_name(s))
         except KitError as err:
             self.status.value = f'<span style="color:#b00">{html.escape(str(err))}</span>'
             return None

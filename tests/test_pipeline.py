@@ -9,19 +9,20 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kit import cli, io, pipeline
+from kit import cli, io, overrides, pipeline, stamps
 from kit.errors import KitError
 
 MORPH = "03_incremental_metamorphosis"  # the stem variants() keys on: HTTY and NeuMeta, each also on one block
 
 
-def _notebook(path: Path, parameters: str, log: Path, extra: str = "") -> None:
-    """A notebook whose parameters cell declares `parameters`; it logs its run and writes OUT_DIR/metrics.json."""
+def _notebook(path: Path, parameters: str, log: Path, extra: str = "", after: str = "") -> None:
+    """A notebook whose parameters cell declares `parameters`; it runs `extra`, logs its run, writes
+    OUT_DIR/metrics.json and OUT_DIR/model.pt, then runs `after`."""
     body = (f"import json, os\n{extra}\n"
-            f"with open({str(log)!r}, 'a') as f:\n    f.write(os.path.relpath(OUT_DIR, RUN_DIR) + '\\n')\n"
+            f"with open({str(log)!r}, 'a') as f:\n    f.write(os.path.relpath(OUT_DIR, RUN_DIR).removeprefix('.staging/') + '\\n')\n"
             "with open(os.path.join(OUT_DIR, 'metrics.json'), 'w') as f:\n"
             "    json.dump({'ok': True, 'set': globals().get('SET')}, f)\n"
-            "with open(os.path.join(OUT_DIR, 'model.pt'), 'wb') as f:\n    f.write(b'weights')\n")
+            "with open(os.path.join(OUT_DIR, 'model.pt'), 'wb') as f:\n    f.write(b'weights')\n" + after)
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(body),
@@ -31,15 +32,14 @@ def _notebook(path: Path, parameters: str, log: Path, extra: str = "") -> None:
 
 @pytest.fixture
 def kit_folder(tmp_path):
-    """(notebook folder, run folder, ran()): 01 declares no X, 02 and 03 do; 03 runs as 7 variants and builds the
-    morph config (so --set morph.… reaches it as SET). ran() returns the runs executed since it was last called."""
+    """(notebook folder, run folder, ran()): 01 declares no X, 02 and 03 do; 03 runs as 7 variants and declares SET
+    (--set morph.… reaches it). ran() returns the runs executed since it was last called."""
     folder, log = tmp_path / "notebooks", tmp_path / "executions.log"
     folder.mkdir()
     common = 'OUT_DIR = ""\nRUN_DIR = ""\nPROFILE = "smoke"\n'
     _notebook(folder / "01_a.ipynb", common, log)
     _notebook(folder / "02_b.ipynb", common + "SEED = 0\nX = 0\n", log)
-    _notebook(folder / f"{MORPH}.ipynb", common + 'SEED = 0\nX = 0\nMETHOD = "htty"\nSET = {}\n', log,
-              extra="# cfg = C.build(C.MorphConfig, PROFILE, SET); C.PriorConfig, is only read here")
+    _notebook(folder / f"{MORPH}.ipynb", common + 'SEED = 0\nX = 0\nMETHOD = "htty"\nEPOCHS = None\nSET = {}\n', log)
 
     def ran():
         lines = log.read_text().split() if log.exists() else []
@@ -64,10 +64,10 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
 
     first = go()
     assert ran() == ALL and all(r["status"] == "ok" for r in first)
-    stamp = io.read_json(out / "02_b" / pipeline.STAMP)
+    stamp = io.read_json(out / "02_b" / stamps.STAMP)
     assert stamp["parameters"] == first[1]["parameters"] and stamp["upstream"] == {
-        "01_a": io.read_json(out / "01_a" / pipeline.STAMP)["id"]}
-    assert set(io.read_json(out / MORPH / "htty" / pipeline.STAMP)["upstream"]) == {"01_a", "02_b"}  # not neumeta
+        "01_a": io.read_json(out / "01_a" / stamps.STAMP)["id"]}
+    assert set(io.read_json(out / MORPH / "htty" / stamps.STAMP)["upstream"]) == {"01_a", "02_b"}  # not neumeta
 
     again = go()
     assert ran() == [] and [r["status"] for r in again] == ["skipped"] * len(ALL)
@@ -88,7 +88,7 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
 
     x = [("X", 1)]
     assert _statuses(go(params=x))["01_a"] == "skipped" and ran() == ALL[1:]  # 01 does not declare X
-    assert io.read_json(out / "02_b" / pipeline.STAMP)["parameters"]["X"] == 1
+    assert io.read_json(out / "02_b" / stamps.STAMP)["parameters"]["X"] == 1
 
     # --only: the lower-numbered notebooks' stamps on disk decide, so a rerun of 01 alone reruns 03 later
     assert [r["status"] for r in go(params=x, only=["03"])] == ["skipped"] * (len(ALL) - 2) and ran() == []
@@ -99,12 +99,12 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
 
     assert _statuses(go(params=x))["01_a"] == "skipped" and ran() == ALL[1:]  # 02 was behind 01
     # --set morph.… reaches the notebook building the morph config as SET, and reruns only it
-    assert _statuses(go(params=x, overrides={"morph.optim.epochs": 2}))["02_b"] == "skipped" and ran() == ALL[2:]
-    assert io.read_json(out / MORPH / "htty" / "metrics.json")["set"] == {"optim.epochs": 2}
+    assert _statuses(go(params=x, overrides={"morph.inr.hidden": 64}))["02_b"] == "skipped" and ran() == ALL[2:]
+    assert io.read_json(out / MORPH / "htty" / "metrics.json")["set"] == {"inr.hidden": 64}
 
     moved = out.parent / "moved"  # stamps hold paths relative to the run folder: a moved run is still up to date
     shutil.copytree(out, moved)
-    assert [r["status"] for r in go(params=x, overrides={"morph.optim.epochs": 2}, out=moved)] == ["skipped"] * len(ALL)
+    assert [r["status"] for r in go(params=x, overrides={"morph.inr.hidden": 64}, out=moved)] == ["skipped"] * len(ALL)
     assert ran() == []
     assert [r["status"] for r in go(force=True)] == ["ok"] * len(ALL) and ran() == ALL
 
@@ -132,15 +132,17 @@ def test_a_failed_rerun_keeps_the_good_run(tmp_path):
     folder.mkdir()
     params = 'OUT_DIR = ""\nRUN_DIR = ""\n'
     _notebook(folder / "01_a.ipynb", params, log)
-    _notebook(folder / "02_b.ipynb", params, log,
-              extra=f"if os.path.exists({str(flag)!r}):\n    raise RuntimeError('broken on purpose')")
+    _notebook(folder / "02_b.ipynb", params, log,  # it fails after overwriting its outputs, as a late cell would
+              after=f"if os.path.exists({str(flag)!r}):\n    open(os.path.join(OUT_DIR, 'partial'), 'w').write('x')\n"
+                    "    raise RuntimeError('broken on purpose')")
     out = tmp_path / "run"
     pipeline.run(profile="smoke", out=out, folder=folder)
+    (out / "02_b" / "user-notes.txt").write_text("mine")  # a file the user added: carried over by a rerun
     good = _snapshot(out / "02_b")
 
     flag.touch()
-    with pytest.raises(KitError, match=r"02_b failed in cell 2 .*/02_b.failed.ipynb \(the previous run's files are "
-                                       r"untouched\)"):
+    with pytest.raises(KitError, match=r"02_b failed in cell 2 .*/02_b.failed.ipynb; the previous run's folder is "
+                                       r"untouched, and rerunning the same command resumes this attempt"):
         pipeline.run(profile="smoke", out=out, folder=folder, only=["02"], force=True)
     after = _snapshot(out / "02_b")
     assert after.pop("02_b.failed.ipynb") and after == good  # the good notebook, stamp and outputs, byte for byte
@@ -154,12 +156,16 @@ def test_a_failed_rerun_keeps_the_good_run(tmp_path):
     assert io.read_json(out / "pipeline.json")["seeds"] == 2
     pipeline.run(profile="smoke", out=out, folder=folder, only=["02"], force=True)  # success supersedes the failure
     assert not (out / "02_b" / "02_b.failed.ipynb").exists() and log.read_text().split() == ["02_b"]
+    assert (out / "02_b" / "partial").read_text() == "x"  # the attempt was resumed from its staging folder
+    assert (out / "02_b" / "user-notes.txt").read_text() == "mine"  # the user's file is carried over
+    assert set(io.read_json(out / "02_b" / stamps.STAMP)["outputs"]) == {"metrics.json", "model.pt", "partial"}
+    assert not (out / ".staging" / "02_b").exists()
 
 
 def test_an_unreadable_stamp_means_rerun(kit_folder):
     folder, out, ran = kit_folder
     pipeline.run(profile="smoke", out=out, folder=folder, only=["01"])
-    (out / "01_a" / pipeline.STAMP).write_text("{not json")
+    (out / "01_a" / stamps.STAMP).write_text("{not json")
     assert [r["status"] for r in pipeline.run(profile="smoke", out=out, folder=folder, only=["01"])] == ["ok"]
     assert ran() == ["01_a", "01_a"]
 
@@ -217,16 +223,38 @@ def test_bad_pipeline_input_is_one_sentence_before_any_work(kit_folder, tmp_path
                         ({"params": [("01:X", 1)]}, r"no notebook numbered 01 declares a parameter 'X'"),
                         ({"params": [("SEED", 1)]}, r"the pipeline sets SEED itself"),
                         ({"params": [("METHOD", "null")]}, r"the pipeline sets METHOD per run of"),
+                        ({"overrides": {"morph.seed": 1}}, r"takes it as its parameter SEED, which the pipeline sets"),
+                        ({"overrides": {"morph.method": "null"}}, r"parameter METHOD, which the pipeline sets"),
+                        ({"overrides": {"morph.optim.epochs": 2}}, r"parameter EPOCHS, so use -p 03:EPOCHS"),
                         ({"out": tmp_path / "file" / "run"}, r"cannot be created: .*file is a file, not a folder")]:
         (tmp_path / "file").write_text("a file")
         with pytest.raises(KitError, match=message):
             go(**kw)
     assert ran() == [] and not out.exists()
 
+    go()
+    ran()
+    (out / "02_b" / "model.pt").unlink()
+    before = _snapshot(out)
+    with pytest.raises(KitError, match=r"--only 03 reads 02_b, which is not complete .* run it first, e.g. --only 02"):
+        go(only=["03"])
+    assert ran() == [] and _snapshot(out) == before
 
-def test_every_config_section_reaches_exactly_one_notebook_which_declares_set():
+
+def test_every_config_section_reaches_the_one_notebook_building_it_which_declares_set():
     import papermill as pm
-    for section, cls in pipeline.SECTIONS.items():
-        builders = [nb for nb in pipeline.discover() if pipeline._builds(nb, cls)]
-        assert len(builders) == 1, (section, builders)
-        assert pm.inspect_notebook(str(builders[0]))["SET"]["default"] == "{}"
+    for section, cls in overrides.SECTIONS.items():
+        builders = [nb for nb in pipeline.discover() if f"C.build(C.{cls.__name__}," in nb.read_text()]
+        assert [nb.name[:2] for nb in builders] == [overrides.SECTION_NOTEBOOK[section]]
+        declared = pm.inspect_notebook(str(builders[0]))
+        assert declared["SET"]["default"] == "{}"
+        assert all(p in declared for k, p in overrides.COVERED.items() if k in {"seed", "runtime.device"}
+                   and p in declared)  # a parameter the table names is one the notebook has
+
+
+def test_kernels_talk_over_ipc_without_warnings_or_stray_files(kit_folder, capfd):
+    folder, out, ran = kit_folder
+    before = sorted(p.name for p in folder.iterdir())
+    pipeline.run(profile="smoke", out=out, folder=folder, only=["01"])
+    assert "without encryption" not in capfd.readouterr().err and ran() == ["01_a"]
+    assert sorted(p.name for p in folder.iterdir()) == before  # no kernel-ipc-N sockets beside the notebooks

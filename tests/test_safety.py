@@ -109,3 +109,27 @@ def test_relative_paths_are_taken_from_the_project_root_whatever_the_current_fol
     monkeypatch.chdir(elsewhere)
     assert cli.main(["summary", "results/r"]) == 0 and "| htty | 1 | 90.00 |" in capsys.readouterr().out
     assert runtime.project_path("results/r") == root / "results" / "r"
+
+
+def test_every_command_resolves_relative_paths_from_the_project_root(capsys, tmp_path, monkeypatch):
+    root, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (root / "runs").mkdir(parents=True)
+    (root / "runs" / "m.pt").write_bytes(b"weights")
+    elsewhere.mkdir()
+    (elsewhere / "runs").mkdir()  # the same relative name from the current folder: must not be the one meant
+    monkeypatch.setattr(runtime, "PROJECT_ROOT", root)
+    monkeypatch.chdir(elsewhere)
+    _fails(capsys, ["morph", "--checkpoint", "runs/m.pt", "--gamma", "0.5", "--out", "runs/m.pt"],
+           "is also this command's input")  # both resolved from the root: the same file
+    _fails(capsys, ["evaluate", "--checkpoint", "runs/m.pt", "--gammas", "0", "--csv", "runs/m.pt"],
+           "is also this command's input")
+    assert (root / "runs" / "m.pt").read_bytes() == b"weights" and list((elsewhere / "runs").iterdir()) == []
+
+
+def test_records_hold_their_own_files_relative_so_a_moved_folder_stays_true(tmp_path):
+    out = tmp_path / "run" / "01"
+    io.write_metrics(out, {"checkpoint": str(out / "prior.pt"), "prior": "/elsewhere/prior.pt",
+                           "files": [out / "a.png", str(tmp_path / "run" / "report.md")], "accuracy": 0.9})
+    record = io.read_json(out / "metrics.json")
+    assert record["checkpoint"] == "prior.pt" and record["prior"] == "/elsewhere/prior.pt"
+    assert record["files"] == ["a.png", str(tmp_path / "run" / "report.md")] and record["accuracy"] == 0.9

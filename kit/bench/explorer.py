@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import statistics
 
-from kit import config as C
 from kit.errors import KitError
 from kit.runtime import project_path
 

@@ -8,7 +8,7 @@ import time
 import torch
 
 from kit import models, permute, train
-from kit.runtime import seed_everything
+from kit.runtime import project_path, seed_everything
 
 
 def bench_permute(widths=(16, 64), depth: int = 56, seconds: float = 0.1, reference_seconds: float = 2.0,
@@ -18,7 +18,7 @@ def bench_permute(widths=(16, 64), depth: int = 56, seconds: float = 0.1, refere
     to exploit than trained ones; pass a prior.pt to measure a trained network."""
     rows = []
     if checkpoint:  # a trained prior; `widths` and `depth` describe the fresh networks only
-        net, record = train.load_prior(checkpoint)
+        net, record = train.load_prior(project_path(checkpoint))
         nets, shape = [net], tuple(record["input_shape"])
     else:
         seed_everything(0)
