@@ -153,6 +153,10 @@ def promote(stage: Path, final: Path, wanted: dict, executed: str, run_id: str, 
     else:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(stage, final)
+    folder = stage.parent  # leave no empty <run>/.staging/… behind
+    while STAGING in folder.parts and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
     return stamp
 
 

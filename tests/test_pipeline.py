@@ -107,6 +107,7 @@ def test_a_second_run_skips_what_is_up_to_date_and_reruns_what_changed_and_its_d
     assert [r["status"] for r in go(params=x, overrides={"morph.inr.hidden": 64}, out=moved)] == ["skipped"] * len(ALL)
     assert ran() == []
     assert [r["status"] for r in go(force=True)] == ["ok"] * len(ALL) and ran() == ALL
+    assert not (out / ".staging").exists()  # every attempt succeeded: no staging folder is left behind
 
 
 def _snapshot(folder: Path) -> dict:
