@@ -306,9 +306,9 @@ def _summary(args) -> None:
         print("\nno null control in this run folder (notebook 03 with METHOD='null'): without it nothing here says "
               "whether the generated blocks carry function.")
     print("\ngenerated blocks at γ = 0 (α; branch scale ‖α·W2‖/‖W2*‖; relative error of conv2's kernel):")
+    morph_dir = results.morph_folder(folder)
     for variant, record in runs.items():
         report = record.get("block_report")  # recorded by notebook 03; older runs: computed from their checkpoint
-        morph_dir = folder / results.MORPH_FOLDER if (folder / results.MORPH_FOLDER).is_dir() else folder
         path = morph_dir / variant / record.get("checkpoint", "metamorph.pt")  # recorded relative to its folder
         if report is None and path.is_file():
             report = results.block_report(metamorph.load(path)[0])

@@ -100,7 +100,7 @@ def default_checkpoint(run_dir: str | Path) -> Path:
     so the slider changes the network), else plain HTTY; no ablation, 1× epochs, on the most blocks, lowest seed —
     `prefit/` or `htty/` in quick, `prefit-s0/` when the pipeline ran several seeds."""
     run_dir = project_path(run_dir)
-    runs = results.morph_runs(run_dir) if (run_dir / results.MORPH_FOLDER).is_dir() else {}
+    runs = results.runs_of(run_dir)
     main = [(results.label(m) != "prefit", -len(m.get("blocks", [])), m.get("seed", 0), k) for k, m in runs.items()
             if results.label(m) in ("prefit", "htty") and (run_dir / results.MORPH_FOLDER / k / "metamorph.pt").is_file()]
     if not main:
@@ -116,7 +116,7 @@ def discover(checkpoint: Path, record: dict, blocks: list[str],
     criteria (with its prior.pt). The null control on these blocks is a level to draw, not a method."""
     from kit.report import display_name
     own_metrics = checkpoint.parent / "metrics.json"
-    runs = results.morph_runs(run_dir) if run_dir and (run_dir / results.MORPH_FOLDER).is_dir() else {}
+    runs = results.runs_of(run_dir)
     if own_metrics.is_file():
         runs.setdefault(checkpoint.parent.name, io.read_json(own_metrics, "metrics"))
     seeds = {r.get("seed", 0) for r in runs.values()}

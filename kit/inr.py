@@ -166,11 +166,11 @@ class WeightINR(nn.Module):
                            "create it with torch.Generator(device=...) on the INR's device.")
         size = dict(zip(slots, sizes))
         out: dict[int, torch.Tensor] = {}
+        learn = self.size_mask.float() if sizes_only else None  # gradient only on the size columns' weights
         for bank, members in ((self.kernel_bank, self.kernels), (self.bias_bank, self.biases)):
             wanted = [i for i in members if i in size]
             if not wanted:
                 continue
-            learn = self.size_mask.float() if sizes_only else None  # gradient only on the size columns' weights
             raw = bank.run(self._inputs(wanted, size, noise, generator, device), chunk, [self.row[i] for i in wanted], learn)
             for i, r in zip(wanted, raw):  # kernels decoded; a bias is the first output (NeuMeta) or the only one
                 out[i] = self._decode_kernel(r, *size[i], self.specs[i].kernel) if self.specs[i].kind == "kernel" else r[:, 0]

@@ -297,9 +297,9 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
             for block in added:
                 net.inr.neutralise_sizes(block_slots(block))
             probe["neutral sizes"] = look() if cfg.prefit else None
-        if cfg.prefit:
-            if again:
-                io.write_json({"blocks": records, "probe": probe}, fitted)
+        if cfg.prefit and again:
+            io.write_json({"blocks": records, "probe": probe}, fitted)
+        elif cfg.prefit:  # a resumed stage: the pre-fit ran before, its state is in the checkpoint, its record here
             saved = io.read_json(fitted, "pre-fit record")
             records, probe = saved["blocks"], saved["probe"]
         task = MorphTask(net, cfg, stage)

@@ -48,10 +48,15 @@ def check_set(section: str, values: dict, notebooks: list[Path], declared: dict,
     for key in values:
         parameter = COVERED.get(key)
         if parameter and parameter in declared[target]:
-            owned = parameter in OWNED or any(parameter in extra for nb, _, extra in every if nb == target)
+            owned = parameter in OWNED or parameter in per_run(every, target)
             hint = ("which the pipeline sets itself (its own option, or per run)" if owned
                     else f"so use -p {number}:{parameter} …")
             raise KitError(f"--set {section}.{key}: {target.name} takes it as its parameter {parameter}, {hint}.")
+
+
+def per_run(every: list, notebook: Path) -> set[str]:
+    """The parameters the pipeline sets per run of `notebook` (its variants' extra parameters, kit.pipeline)."""
+    return {k for nb, _, extra in every if nb == notebook for k in extra}
 
 
 OWNED = {"PROFILE", "DATASET", "SEED", "DEVICE", "RUN_DIR", "OUT_DIR", "SET"}  # set by the pipeline itself
@@ -70,7 +75,7 @@ def check_params(params: list[tuple[str, object]], every: list, declared: dict) 
             raise KitError(f"-p {target}: no notebook{' numbered ' + number if number else ''} declares a parameter "
                            f"{name!r}; the notebooks' parameters are listed in their parameters cells.")
         for nb in hits:
-            owned = sorted({k for n, _, extra in every if n == nb for k in extra})
+            owned = sorted(per_run(every, nb))
             if name in owned:
                 raise KitError(f"-p {name}: the pipeline sets {name} per run of {nb.stem} ({', '.join(owned)}); "
                                "run that notebook with papermill yourself to choose it.")

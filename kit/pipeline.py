@@ -173,7 +173,7 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
         print(f"[pipeline {i}/{len(plan)}] {name} ({why}{'; resuming its interrupted attempt' if resumed else ''})  "
               f"({', '.join(f'{k}={v}' for k, v in params_nb.items())})", flush=True)
         try:
-            seconds = _execute(notebook, stage / notebook.name, {**params_nb, "OUT_DIR": str(stage)}, timeout, name)
+            seconds = _execute(notebook, stage / notebook.name, {**params_nb, "OUT_DIR": str(stage)}, timeout)
         except KitError as err:
             failed = stamps.keep_failure(stage, nb_out, notebook.name)
             records.append({**_record(name, "failed", 0, wanted["parameters"], failed or stage / notebook.name, out),
@@ -190,7 +190,7 @@ def run(profile: str = "quick", dataset: str | None = None, out: str | Path = "r
     return records
 
 
-def _execute(notebook: Path, executed: Path, params: dict, timeout: int | None, name: str) -> float:
+def _execute(notebook: Path, executed: Path, params: dict, timeout: int | None) -> float:
     """Run one notebook into `executed` (in its staging folder) and return the seconds it took; a KitError says
     where it failed. Kernels talk over IPC sockets where the OS has them: no TCP port is opened (and ipykernel has
     no reason to warn, once per notebook, that its TCP traffic is unencrypted)."""

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kit import metamorph
+from kit.results import relative_error
 
 
 def block_slots(block: int) -> list[int]:
@@ -56,5 +57,5 @@ def prefit(net: metamorph.MetamorphicNet, slots: Sequence[int], steps: int, lr: 
             curve.append([step + 1, float(loss.detach())])
     with torch.no_grad():
         final = dict(zip(names, net.inr(sizes, slots=list(slots))))
-        error = {n: float((final[n].float() - targets[n].float()).norm() / targets[n].float().norm()) for n in names}
+        error = {n: relative_error(final[n], targets[n]) for n in names}
     return {"steps": steps, "lr": lr, "noise": noise, "seconds": time.perf_counter() - t0, "error": error, "curve": curve}

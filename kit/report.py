@@ -52,8 +52,7 @@ class RunRecords:
 def collect(folder: str | Path) -> RunRecords:
     folder = Path(folder)
     read = lambda p: io.read_json(p) if p.is_file() else None
-    run = RunRecords(folder, read(folder / "01_prior_training" / "metrics.json"), results.morph_runs(folder)
-                     if (folder / results.MORPH_FOLDER).is_dir() else {},
+    run = RunRecords(folder, read(folder / "01_prior_training" / "metrics.json"), results.runs_of(folder),
                      read(folder / "04_baselines" / "metrics.json"))
     if run.prior is None:
         run.notes.append("No prior record (01_prior_training/metrics.json): run notebook 01.")

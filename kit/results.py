@@ -17,17 +17,34 @@ from kit.errors import KitError
 MORPH_FOLDER = "03_incremental_metamorphosis"
 
 
+def morph_folder(folder: str | Path) -> Path:
+    """The folder holding notebook 03's variant folders: `folder`/03_incremental_metamorphosis when a run folder
+    is given, else `folder` itself."""
+    folder = Path(folder)
+    return folder / MORPH_FOLDER if (folder / MORPH_FOLDER).is_dir() else folder
+
+
 def morph_runs(folder: str | Path) -> dict[str, dict]:
     """{variant folder name: its metrics.json} for every finished run under `folder` (a run folder, or its
     03_incremental_metamorphosis/ folder); runs without metrics.json (unfinished) are left out."""
-    folder = Path(folder)
-    if (folder / MORPH_FOLDER).is_dir():
-        folder = folder / MORPH_FOLDER
+    folder = morph_folder(folder)
     runs = {}
     for path in sorted(folder.glob("*/metrics.json")):
         record = io.read_json(path, "metrics")
         runs[path.parent.name] = record
     return runs
+
+
+def runs_of(run_dir: str | Path | None) -> dict[str, dict]:
+    """`morph_runs` of a run folder; {} when it has no notebook-03 folder (or run_dir is None), rather than
+    reading the run folder's other notebooks as variants."""
+    return morph_runs(run_dir) if run_dir is not None and (Path(run_dir) / MORPH_FOLDER).is_dir() else {}
+
+
+def relative_error(w: torch.Tensor, target: torch.Tensor) -> float:
+    """‖W − W*‖ / ‖W*‖ in float32: how far a generated tensor is from the prior's."""
+    w, target = w.float(), target.float()
+    return float((w - target).norm() / target.norm())
 
 
 def null_accuracy(runs: dict[str, dict], setting: str) -> float | None:
@@ -174,7 +191,7 @@ def block_report(net) -> dict[str, dict[str, float]]:
         row = {"alpha": alpha}
         for part in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
             w, t = weights[f"{block}.{part}"].float(), targets[f"{block}.{part}"].float()
-            row[f"error {part}"] = float((w - t).norm() / t.norm())
+            row[f"error {part}"] = relative_error(w, t)
             if part == "conv2.weight":
                 row["branch scale"] = float(abs(alpha) * w.norm() / t.norm())
         out[block] = row

@@ -86,16 +86,22 @@ def complete(folder: Path, wanted: dict) -> tuple[dict | None, str]:
         if stamp.get(key) != value:
             return None, {"parameters": "its parameters changed", "notebook_sha256": "its notebook changed",
                           "upstream": "an upstream run changed"}.get(key, f"{key} changed")
+    why = _outputs_changed(folder, stamp)
+    return (None, why) if why else (stamp, "")
+
+
+def _outputs_changed(folder: Path, stamp: dict) -> str:
+    """Why the outputs `stamp` records are not all in `folder` unchanged; '' when they are."""
     recorded = stamp.get("outputs")
     if not isinstance(recorded, dict) or not recorded:
-        return None, "its stamp records no outputs (written by an older kit)"
+        return "its stamp records no outputs (written by an older kit)"
     for rel, digest in recorded.items():
         path = folder / rel
         if not path.is_file():
-            return None, f"its output {rel} is missing"
+            return f"its output {rel} is missing"
         if sha256(path) != digest:
-            return None, f"its output {rel} changed since the run"
-    return stamp, ""
+            return f"its output {rel} changed since the run"
+    return ""
 
 
 def write(folder: Path, wanted: dict, executed: Path, run_id: str, finished: str) -> dict:
@@ -107,10 +113,7 @@ def write(folder: Path, wanted: dict, executed: Path, run_id: str, finished: str
 def intact(folder: Path) -> dict | None:
     """The stamp in `folder` if every output it records is there unchanged (whatever the parameters); else None."""
     stamp = read(folder)
-    if stamp is None:
-        return None
-    return stamp if complete(folder, {k: stamp.get(k) for k in ("parameters", "notebook_sha256", "upstream")})[0] \
-        else None
+    return stamp if stamp is not None and not _outputs_changed(folder, stamp) else None
 
 
 def staging(run_dir: Path, name: str) -> Path:

@@ -67,7 +67,7 @@ def bench_prefit(run_dir: str | Path = "results/quick-fashion-mnist", profile: s
            "prefit_steps": cfg.prefit_steps, "prefit": fits, "seconds": med,
            "configurations": {n: t[3].accumulate for n, t in tasks.items()},
            "step_over_htty": med["recipe step"] / med["htty step"], "rounds": rounds}
-    runs_done = results.morph_runs(run_dir) if (run_dir / results.MORPH_FOLDER).is_dir() else {}
+    runs_done = results.runs_of(run_dir)
     base = run_dir / "04_baselines" / "metrics.json"
     figures = results.recipe_figures(runs_done, io.read_json(base) if base.is_file() else None)
     if figures is not None:
