@@ -2,7 +2,7 @@
 
 Modules, one concept each:
   config    run configuration dataclasses, strict validation, `build` from a profile plus overrides
-  profiles  the named profiles (smoke, quick, full, paper) as overrides of the dataclasses' defaults
+  profiles  the named profiles (smoke, quick, full, ablations, paper) as overrides of the dataclasses' defaults
   data      datasets in memory, on-device augmentation (Fashion-MNIST, CIFAR-10/100)
   models    CIFAR ResNets with per-block hidden widths, BatchNorm folding, cost counts
   train     the shared training loop and the prior trainer
@@ -13,6 +13,16 @@ Modules, one concept each:
   metatrain metamorphic training (NeuMeta) as a task on the shared loop; evaluation across γ
   plots     figures used by the notebooks
   pipeline  runs the numbered notebooks headlessly with papermill
+  stamps    skip-if-complete stamps, staging and the journalled promote of a notebook's run folder
+  overrides --set / -p: which notebook a config section or parameter reaches, checked before any work
+  lock      one writer per run folder (an flock that dies with its process)
+  baselines individually trained networks and structured pruning (notebook 04); prune: the criteria
+  results   notebook 03's records grouped over seeds; records: their validation; spread: the seed-spread rule
+  report    the paper's tables and report.md from a run folder; figures: its figures
+  prefit    the kit's pre-fit recipe: each block's INR fitted to the prior's kernels before training
+  study     notebook 07's analyses of why generated blocks switch off
+  explorer  the γ explorer's model (any γ, K, method); widgets: its live panel
+  cli       `python -m kit …`;  errors  KitError, the one-sentence refusal
   bench     benchmarks, a package with one module each (`python -m kit bench prior | permute | inr | …`)
   io        atomic checkpoints and JSON records;  runtime  device, seeds, provenance
 Importing kit never imports torchvision.

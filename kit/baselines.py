@@ -57,10 +57,11 @@ def prior_row(record: dict, prior: models.ResNet, blocks: list[str]) -> dict:
 
 
 def train_individual(prior_cfg: C.PriorConfig, prior: models.ResNet, blocks: list[str], gamma: float, seed: int,
-                     out_dir: str | Path) -> dict:
-    """Train (or resume, or reload when finished) the individual network at γ into out_dir/individual-γ/."""
+                     out_dir: str | Path, tag: str = "") -> dict:
+    """Train (or resume, or reload when finished) the individual network at γ into out_dir/individual-γ<tag>/
+    (tag: '-s<seed>' when several seeds share out_dir)."""
     cfg = individual_config(prior_cfg, prior, blocks, gamma, seed)
-    name = f"individual-{metamorph.gamma_key(gamma)}"
+    name = f"individual-{metamorph.gamma_key(gamma)}{tag}"
     result = train.train_prior(cfg, Path(out_dir) / name, desc=name)
     m = result.metrics
     return _row("individual", "individual", "", False, gamma, seed, m["test_accuracy"], m["parameters"], m["macs"],
@@ -86,7 +87,7 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
     todo = [(c, g) for c in cfg.criteria for g in cfg.prune_gammas]
     bar = tqdm(todo, desc="pruning", disable=not cfg.runtime.progress)
     fingerprint = score_fingerprint(prior, blocks, cfg.calibration_images, cfg.seed)
-    scores = saved_scores(out_dir, fingerprint)  # {criterion: {block: (hidden,)}}, kept in out_dir/scores.pt
+    scores = saved_scores(out_dir, fingerprint)  # {criterion: {block: (hidden,)}}, kept in out_dir/scores-s<seed>.pt
     for criterion, gamma in bar:
         for finetuned in (False, True) if cfg.finetune_epochs else (False,):
             key = row_key(f"prune-{criterion}" + ("+ft" if finetuned else ""), gamma, cfg.seed)
@@ -97,7 +98,7 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
                 images, labels = calibration(data, cfg.calibration_images, cfg.seed)
             if criterion not in scores:  # once per criterion: scores do not depend on γ
                 scores[criterion] = prune.block_scores(prior.to(device), blocks, criterion, images, labels, cfg.seed)
-                io.save_torch({"fingerprint": fingerprint, "scores": scores}, Path(out_dir) / "scores.pt")
+                io.save_torch({"fingerprint": fingerprint, "scores": scores}, scores_path(out_dir, cfg.seed))
             model = prune.prune_to(prior, scores[criterion], gamma, images)
             seconds = 0.0
             if finetuned:
@@ -122,10 +123,15 @@ def score_fingerprint(prior: nn.Module, blocks: list[str], calibration_images: i
             "seed": seed}
 
 
+def scores_path(out_dir: str | Path, seed: int) -> Path:
+    """Where notebook 04 keeps one seed's channel scores (each seed draws its own calibration images)."""
+    return Path(out_dir) / f"scores-s{seed}.pt"
+
+
 def saved_scores(out_dir: str | Path, fingerprint: dict) -> dict[str, dict[str, torch.Tensor]]:
-    """{criterion: {block: scores}} that notebook 04 saved in out_dir/scores.pt under this fingerprint ({} if none):
-    a rerun with new γ, and the γ explorer, reuse them instead of recomputing (the Hessian's 1,280 backward passes)."""
-    path = Path(out_dir) / "scores.pt"
+    """{criterion: {block: scores}} that notebook 04 saved under this fingerprint ({} if none): a rerun with new γ,
+    and the γ explorer, reuse them instead of recomputing (the Hessian's 1,280 backward passes)."""
+    path = scores_path(out_dir, fingerprint["seed"])
     saved = io.load_torch(path, "pruning scores") if path.is_file() else {}
     return {c: {b: t.cpu() for b, t in v.items()} for c, v in saved.get("scores", {}).items()} \
         if saved.get("fingerprint") == fingerprint else {}
@@ -179,14 +185,19 @@ def run(cfg: C.BaselineConfig, prior_path: str | Path, out_dir: str | Path) -> l
             metamorph.width(gamma, widths[b])  # every γ is checked before any work
     if any(record["config"]["model"].get("hidden", {}).values()):
         raise KitError(f"{prior_path} already has custom hidden widths; point notebook 04 at the prior of notebook 01.")
-    rows = [prior_row(record, prior, blocks)]
-    for gamma in tqdm(cfg.individual_gammas, desc="individual", disable=not cfg.runtime.progress):
-        rows.append(train_individual(prior_cfg, prior, blocks, gamma, cfg.seed, out_dir))
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    tag = (lambda s: f"-s{s}") if cfg.seeds > 1 else (lambda s: "")
+    rows = [prior_row(record, prior, blocks)]  # the prior is trained once, whatever the number of seeds
+    todo = [(s, g) for s in seeds for g in cfg.individual_gammas]
+    for seed, gamma in tqdm(todo, desc="individual", disable=not cfg.runtime.progress):
+        rows.append(train_individual(prior_cfg, prior, blocks, gamma, seed, out_dir, tag(seed)))
     data = D.load(prior_cfg.data, pick_device(cfg.runtime.device), prior_cfg.seed)
     fingerprint = {"prior": permute.state_digest(prior), "blocks": blocks, "calibration_images": cfg.calibration_images,
                    "finetune": [cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_images]}
-    store = RowStore(out_dir, fingerprint)
-    rows += prune_rows(prior, prior_cfg, cfg, blocks, data, out_dir, store.rows, store.add)
+    store = RowStore(out_dir, fingerprint)  # row keys carry the seed: one store holds every seed's rows
+    for seed in seeds:
+        rows += prune_rows(prior, prior_cfg, dataclasses.replace(cfg, seed=seed), blocks, data, out_dir,
+                           store.rows, store.add)
     return rows
 
 

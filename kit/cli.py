@@ -8,7 +8,8 @@
   bench        benchmarks, one module each in kit/bench/ (`bench prior | permute | inr | htty | prefit | explorer`)
   lab          open JupyterLab on the notebooks, in this environment
   data         check that a dataset is available (fetch CIFAR when the network allows)
-Errors the user can fix are printed as one sentence, without a traceback.
+Errors the user can fix are printed as one sentence, without a traceback; so is a write that fails (a full disk),
+which leaves no partial file. A command whose reader goes away (`kit summary | head -1`) ends quietly (exit 141).
 Relative paths are taken from the project root (the checkout the kit is installed from), whatever the current
 folder: the notebooks (which run in notebooks/) and every command mean the same file by 'results/…'.
 """
@@ -94,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
                                         "metamorph.pt to explore")
     p.add_argument("--run", default="results/quick-fashion-mnist",
                    help="prefit: the run folder whose smoothed prior and records are read (default: make run's)")
-    p.add_argument("--seconds-per-group", type=float, default=0.1, help="permute: the kit's budget (default 0.1)")
+    p.add_argument("--kicks", type=int, default=20, help="permute: the kit's search rounds per group (default 20)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="steps per round (default 20)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
@@ -134,16 +135,73 @@ def _parse_value(text: str):
         return text  # a bare string such as cifar10
 
 
+NUMBER_OPTIONS = ("--gamma", "--gammas")  # options whose value may start with '-' (a negative γ such as -1e-3)
+MAX_GAMMAS = 1000  # γ one `evaluate` call takes: each is a pass over the split (split a longer list over calls)
+
+
+def _attach_numbers(argv: list[str]) -> list[str]:
+    """`--gammas -1e-3,0` as `--gammas=-1e-3,0`: argparse reads a value starting with '-' as an option unless it
+    looks like a plain negative number (not -1e-3, -inf, or a comma-separated list)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in NUMBER_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            try:
+                float(argv[i + 1].split(",")[0])
+            except ValueError:
+                pass  # another option (`--gammas --k 2`): argparse says the value is missing
+            else:
+                out.append(f"{argv[i]}={argv[i + 1]}")
+                i += 2
+                continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_attach_numbers(sys.argv[1:] if argv is None else list(argv)))
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`kit summary | head -1`): it has what it wanted
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a command that stopped on a closed pipe
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is still buffered does not fail again
+    on the closed pipe (and print its own traceback)."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured): nothing is flushed to the pipe at exit
+        pass
+
+
+def _writing(what: str, path: Path, write):
+    """write() (an atomic writer of `kit.io`) with a failed write (a full disk, a read-only folder) as one sentence;
+    the atomic writer has already removed its temporary file, so nothing partial is left."""
+    try:
+        return write()
+    except OSError as err:
+        raise KitError(f"The {what} {path} could not be written ({err.strerror or err}), so it was left as it was; "
+                       "free some space or name a writable place.") from None
+
+
+def _finite_gamma(value: float, text: str | None = None) -> float:
+    """`value` if finite; else one sentence (with `text`, what the user typed, e.g. -1e309 read as -inf)."""
+    import math
+    if not math.isfinite(value):
+        raise KitError(f"γ must be a finite number; got {value}" + (f" (from {text!r})." if text else "."))
+    return value
 
 
 def _dispatch(args) -> int:
@@ -166,18 +224,24 @@ def _dispatch(args) -> int:
                      **_pairs(args.set)}
         cfg = C.build(C.PriorConfig, args.profile, overrides)
         out = io.writable_dir(project_path(args.out), "--out folder")
-        result = train.train_prior(cfg, out, resume=not args.no_resume)
-        io.write_metrics(out, result.metrics, cfg)
+        from kit import lock
+        with lock.hold(out, "train-prior"):  # a folder another process writes (a pipeline's, …): refused
+            result = train.train_prior(cfg, out, resume=not args.no_resume)
+            io.write_metrics(out, result.metrics, cfg)
         print(f"prior: test accuracy {result.metrics['test_accuracy']:.4f} (epoch {result.metrics['best_epoch']}, "
               f"{result.metrics['parameters']:,} parameters) -> {result.checkpoint}")
     elif args.command == "morph":
-        from kit import io, metamorph, models
+        from kit import inr, io, metamorph, models
         checkpoint = project_path(args.checkpoint)
+        _finite_gamma(args.gamma)
+        if args.k is not None:
+            inr.check_k(args.k, "--k asks for")
         out = io.check_target(project_path(args.out), "--out file", inputs=(checkpoint,))  # before any work
         net, record = metamorph.load(checkpoint)
         k = record["config"]["k_samples"] if args.k is None else args.k
         model = net.export(args.gamma, k, args.seed)
-        path = models.save_plain(model, out, **metamorph.export_record(record, checkpoint, args.gamma, k, args.seed))
+        extra = metamorph.export_record(record, checkpoint, args.gamma, k, args.seed)
+        path = _writing("--out file", out, lambda: models.save_plain(model, out, **extra))
         cost = net.cost(args.gamma, record["input_shape"])
         print(f"γ = {args.gamma}: widths {net.widths(args.gamma)}, {cost['parameters']:,} parameters, "
               f"{cost['macs'] / 1e6:.1f} M MACs, K = {k} -> {path}")
@@ -204,7 +268,7 @@ def _dispatch(args) -> int:
             bench.print_inr(bench.bench_inr(args.device, rounds=args.rounds))
         else:
             from kit.bench import permute as bench
-            bench.print_permute(bench.bench_permute(seconds=args.seconds_per_group, checkpoint=args.checkpoint))
+            bench.print_permute(bench.bench_permute(kicks=args.kicks, checkpoint=args.checkpoint))
     elif args.command == "lab":
         return _lab(args)
     elif args.command == "data":
@@ -223,25 +287,43 @@ def _lab(args) -> int:
     import os
     import subprocess
     from kit.runtime import PROJECT_ROOT
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise KitError(f"--port must be a port number from 1 to 65535; got {args.port}.")
     if importlib.util.find_spec("jupyterlab") is None:
         raise KitError("JupyterLab is not installed in this environment; run `make setup` (or pip install -e .).")
+    if args.port is not None:
+        _free_port(args.port)
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}"]
-    command += [f"--ServerApp.port={args.port}"] if args.port else []
+    # a port asked for is that port or nothing: JupyterLab would otherwise move to the next free one unannounced
+    command += [f"--ServerApp.port={args.port}", "--ServerApp.port_retries=0"] if args.port is not None else []
     command += ["--no-browser"] if args.no_browser else []
     command += ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []  # containers often run as root
     return subprocess.call(command)
 
 
+def _free_port(port: int) -> None:
+    """One sentence when another program listens on `port` on this machine (where JupyterLab serves: localhost)."""
+    import errno
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as JupyterLab binds: a closed port is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise KitError(f"Port {port} is in use by another program (another JupyterLab?); name a free one with "
+                               "--port, or leave --port out to let JupyterLab pick one.") from None
+            raise KitError(f"Port {port} cannot be served on this machine ({err.strerror}); name another with "
+                           "--port.") from None
+
+
 def _evaluate(args) -> None:
-    from kit import io, metamorph, metatrain
-    try:
-        gammas = [float(g) for g in args.gammas.split(",") if g.strip()]
-    except ValueError:
-        raise KitError(f"--gammas takes comma-separated numbers such as 0,0.25,-0.25; got {args.gammas!r}.") from None
-    if not gammas:
-        raise KitError("--gammas needs at least one number, e.g. 0,0.25,0.5.")
-    if args.k is not None and args.k < 1:
-        raise KitError(f"The number of averaged generations K must be an integer ≥ 1; got {args.k}.")
+    from tqdm.auto import tqdm
+
+    from kit import inr, io, metamorph, metatrain
+    gammas = parse_gammas(args.gammas)
+    if args.k is not None:
+        inr.check_k(args.k, "--k asks for")
     checkpoint = project_path(args.checkpoint)
     out = project_path(args.csv) if args.csv else checkpoint.resolve().parent / "evaluate.csv"
     io.check_target(out, "--csv file", inputs=(checkpoint,))  # before any work
@@ -252,7 +334,10 @@ def _evaluate(args) -> None:
         net.widths(g)  # every γ checked before any work
     data = metatrain.load_data_for(record["prior_config"], args.device)
     pool = metamorph.pool_gammas(cfg["gamma_max"], cfg["pool_size"])
-    accuracy = metatrain.evaluate_gammas(net.to(data.device), data, gammas, k, args.split, seed=args.seed)
+    net.to(data.device)
+    accuracy = {}  # one γ at a time, for the progress bar: each γ's noise is seeded alone, so the numbers are the same
+    for g in tqdm(gammas, desc="evaluate", unit="γ", disable=len(gammas) < 2):
+        accuracy.update(metatrain.evaluate_gammas(net, data, [g], k, args.split, seed=args.seed))
     net.to("cpu")
     rows = []
     for g in gammas:
@@ -264,8 +349,34 @@ def _evaluate(args) -> None:
     for r in rows:
         print(f"{r['gamma']:>8} {r['kind']:>8} {r['widths']:>12} {r['parameters']:>11,} {r['macs'] / 1e6:>9.2f} "
               f"{100 * r[args.split + '_accuracy']:>8.2f}%")
-    io.write_csv(rows, out)
+    _writing("--csv file", out, lambda: io.write_csv(rows, out))
     print(f"K = {k} generations averaged -> {out}")
+
+
+def parse_gammas(text: str) -> list[float]:
+    """--gammas '0,0.25,-0.25' as numbers; one sentence for an empty element, a word, a non-finite γ, a γ listed
+    twice (0, 0.0 and -0 are one γ: they would give duplicate rows) or more than MAX_GAMMAS of them."""
+    from kit.metamorph import gamma_key
+    items = [g.strip() for g in text.split(",")]
+    if not any(items):
+        raise KitError("--gammas needs at least one number, e.g. 0,0.25,0.5.")
+    if not all(items):
+        raise KitError(f"--gammas has an empty element in {text!r} (two commas in a row, or one at an end); list "
+                       "numbers separated by single commas, e.g. 0,0.25,0.5.")
+    try:
+        gammas = [_finite_gamma(float(g), g) for g in items]
+    except ValueError:
+        raise KitError(f"--gammas takes comma-separated numbers such as 0,0.25,-0.25; got {text!r}.") from None
+    seen: dict[str, str] = {}
+    for item, g in zip(items, gammas):
+        if gamma_key(g) in seen:
+            raise KitError(f"--gammas lists one γ twice ({seen[gamma_key(g)]} and {item} are both γ = {gamma_key(g)}); "
+                           "list each γ once.")
+        seen[gamma_key(g)] = item
+    if len(gammas) > MAX_GAMMAS:
+        raise KitError(f"--gammas lists {len(gammas)} γ; evaluate takes at most {MAX_GAMMAS} per call (each is a pass "
+                       "over the split), so split the list over several calls.")
+    return gammas
 
 
 def _summary(args) -> None:
@@ -278,25 +389,27 @@ def _summary(args) -> None:
         raise KitError(f"No finished notebook-03 run (a metrics.json under {results.MORPH_FOLDER}/) in {folder}; "
                        "point at a run folder written by `python -m kit pipeline`.")
     summary = results.summarise(runs, args.setting)
-    prior = next(iter(runs.values()))["prior_accuracy"]
+    prior = results.prior_accuracy(folder, runs)
     seeds = sorted({row["seeds"] for row in summary.values()})
-    over = "1 seed, no spread" if seeds == [1] else "mean ± std over seeds"
+    over = "1 seed, no spread" if seeds == [1] else "mean ± std over the seeds in the seeds column"
     print(f"setting {next(iter(summary.values()))['setting']}; test accuracy (%), {over}\n")
     print(results.table(summary, prior))
     for name, row in summary.items():
+        if row["train_seconds"] is None:
+            print(f"{name}: training time not recorded")
+            continue
         mean, std = row["train_seconds"]
         print(f"{name}: training {mean:.0f} ± {std:.0f} s" if row["seeds"] > 1 else f"{name}: training {mean:.0f} s")
     if {"htty", "neumeta"} <= set(summary):
         cmp = results.comparison(summary, prior)
-        single = summary["htty"]["seeds"] == 1 and summary["neumeta"]["seeds"] == 1
-        print("\nHTTY − NeuMeta per γ (points; " + ("1 seed, no spread):" if single else
-                                                   "spread = std_htty + std_neumeta):"))
+        print("\nHTTY − NeuMeta per γ (points; beyond the seed spread when larger than std_htty + std_neumeta):")
         for g, m in cmp["margin"].items():
-            print(f"  γ = {g:>9}: {100 * m['margin']:+6.2f}" + ("" if single else f"  (spread {100 * m['spread']:.2f})"))
+            print(f"  γ = {g:>9}: {100 * m['margin']:+6.2f}  ({m['words']})")
         if cmp["prior_gap"] is not None:
-            print(f"prior − HTTY at γ = 0: {100 * cmp['prior_gap']:.2f} points")
+            print(f"prior − HTTY at γ = 0: {100 * cmp['prior_gap']:.2f} points (the prior is one network; "
+                  f"{cmp['prior_gap_words']})")
         for name, d in cmp["seen_to_between_drop"].items():
-            print(f"seen → between drop, {name}: {100 * d:.2f} points")
+            print(f"seen → between drop, {name}: {100 * d:.2f} points ({cmp['seen_to_between_words'][name]})")
     verdicts = results.versus_null(summary)
     if verdicts:
         print("\nagainst the null control (the prior with the metamorphic blocks removed, tail retrained):")

@@ -125,14 +125,17 @@ class PermuteConfig:
     SECTION: ClassVar[str] = "permute"
     profile: str = "quick"  # name of the profile these values started from (recorded, not used)
     seed: int = 0  # seeds the 'random' method
-    method: str = "tsp"  # channel order: 'tsp' (fast-tsp, shortest Hamiltonian path), '2opt', 'greedy', 'random', 'identity'
-    seconds_per_group: float = 0.1  # fast-tsp / 2-opt time budget per coupled group, in seconds
+    method: str = "tsp"  # channel order: 'tsp' (shortest Hamiltonian path: greedy, 2-opt + Or-opt, iterated local
+    # search), '2opt' (greedy + 2-opt descent), 'greedy', 'random', 'identity' (kit.permute.shortest_path)
+    kicks: int = 20  # rounds of iterated local search per coupled group ('tsp'): a count, never a time budget,
+    # so the order is the same on every machine under any load
     compare_methods: bool = True  # also smooth with every other method, for the comparison figure
 
     def __post_init__(self):
         _require(self.method in PERMUTE_METHODS,
                  f"Unknown permutation method {self.method!r}; choose one of {', '.join(PERMUTE_METHODS)}.")
-        _require(self.seconds_per_group > 0, f"permute.seconds_per_group must be > 0; got {self.seconds_per_group}.")
+        _require(isinstance(self.kicks, int) and not isinstance(self.kicks, bool) and 0 <= self.kicks <= 100_000,
+                 f"permute.kicks is a number of search rounds and must be an integer in [0, 100000]; got {self.kicks!r}.")
 
 
 INR_ACTIVATIONS = ("relu", "elu")
@@ -320,6 +323,10 @@ class MorphConfig:
         _require(self.coordinate_noise >= 0 and 0 <= self.ema < 1, "coordinate_noise must be ≥ 0 and ema in [0, 1).")
         _require(self.k_samples >= 1 and self.k_select >= 1,
                  f"k_samples and k_select (generations averaged, K) must be ≥ 1; got {self.k_samples}, {self.k_select}.")
+        from kit import inr  # the bounds live with what they protect (torch is loaded wherever configs are built)
+        inr.check_k(self.k_samples, "k_samples asks for")
+        inr.check_k(self.k_select, "k_select asks for")
+        inr.check_inr_size(self.inr.hidden, self.inr.depth, "morph.inr")
         _require(bool(self.select_gammas) and bool(self.gammas_eval), "select_gammas and gammas_eval must not be empty.")
         _require(self.batch_size >= 1, f"batch_size must be ≥ 1; got {self.batch_size}.")
 
@@ -335,6 +342,8 @@ class BaselineConfig:
     SECTION: ClassVar[str] = "baseline"
     profile: str = "quick"  # name of the profile these values started from (recorded, not used)
     seed: int = 0  # seeds the individual networks' training and the random criterion's draw
+    seeds: int = 1  # number of seeds, seed … seed + seeds − 1: each trains its own individual networks and draws
+    # its own calibration images and random scores (the prior is the same for all: notebook 01 trains one)
     setting: str = "last_block"  # the metamorphic blocks whose hidden widths change (as notebook 03's `setting`)
     individual_gammas: list[float] = field(default_factory=lambda: [0.25, 0.5])  # γ > 0 trained from scratch
     # with the prior's recipe (γ = 0 is the prior itself: same architecture, recipe and seed, so not retrained)
@@ -354,6 +363,8 @@ class BaselineConfig:
                  f"individual_gammas must lie in (0, 1) (γ = 0 is the prior); got {self.individual_gammas}.")
         _require(all(0 <= g < 1 for g in self.prune_gammas),
                  f"prune_gammas must lie in [0, 1): pruning only removes channels; got {self.prune_gammas}.")
+        _require(isinstance(self.seeds, int) and not isinstance(self.seeds, bool) and self.seeds >= 1,
+                 f"baseline.seeds is a number of seeds and must be an integer ≥ 1; got {self.seeds!r}.")
         _require(self.calibration_images >= 1 and self.finetune_epochs >= 0 and self.finetune_images >= 0,
                  "calibration_images must be ≥ 1 and finetune_epochs, finetune_images ≥ 0.")
         _require(self.finetune_lr > 0, f"finetune_lr must be > 0; got {self.finetune_lr}.")
@@ -377,6 +388,8 @@ class ExplorerConfig:
     def __post_init__(self):
         _require(self.eval_images >= 0, f"eval_images must be ≥ 0 (0 = the whole test split); got {self.eval_images}.")
         _require(self.k_max >= 1, f"k_max (the largest K offered) must be ≥ 1; got {self.k_max}.")
+        from kit import inr  # the bound on K lives with the INR
+        inr.check_k(self.k_max, "k_max (the largest K offered) asks for")
         _require(bool(self.record_gammas) and all(-1 <= g < 1 for g in self.record_gammas),
                  f"record_gammas must be a non-empty list of γ in [-1, 1); got {self.record_gammas}.")
 

@@ -15,6 +15,7 @@ A validation split is held out of the training set (class-balanced); model selec
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import http.client
@@ -305,8 +306,31 @@ def _tar_member(tar: tarfile.TarFile, member: str) -> bytes | None:
         return None
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle named a Python object beyond numpy arrays (the message is its module.name)."""
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that rebuilds plain data and numpy arrays only: all the standard CIFAR files hold. A pickle may
+    name any Python callable to run while it is read; a file placed in data/ by hand (from anywhere) must not."""
+
+    def find_class(self, module: str, name: str):
+        key = (module.replace("numpy.core.", "numpy._core."), name)  # the files predate numpy 2's renaming
+        allowed = {("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+                   ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,  # pickle protocol 5
+                   ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                   ("_codecs", "encode"): codecs.encode}.get(key)  # bytes in a protocol-2 pickle written by Python 3
+        if allowed is None:
+            raise _Refused(f"{module}.{name}")
+        return allowed
+
+
 def _unpickle(raw: bytes, where: Path) -> dict:
+    import io as bytes_io
     try:
-        return pickle.loads(raw, encoding="bytes")
+        return _ArraysOnly(bytes_io.BytesIO(raw), encoding="bytes").load()
+    except _Refused as err:
+        raise KitError(f"{where} names a Python object ({err}) beyond the arrays of a CIFAR file, which opening it "
+                       "would have to run as code, so it is refused; replace it with the standard file.") from None
     except Exception as err:
         raise KitError(f"{where} is not a readable CIFAR pickle ({type(err).__name__}); replace it with the standard file.") from None

@@ -137,7 +137,9 @@ def discover(checkpoint: Path, record: dict, blocks: list[str],
     if base and base.is_file() and prior.is_file():
         b = io.read_json(base, "metrics")
         if b.get("blocks") == blocks:
-            rows = b.get("rows", [])
+            seed = b["config"]["seed"]  # the seed whose scores the live pruned network uses (several: the first)
+            rows = [r for r in b.get("rows", []) if r.get("seed") == seed or (r["family"] == "individual" and
+                                                                              r["gamma"] == 0)]  # γ = 0: the prior
             individual = {metamorph.gamma_key(r["gamma"]): r["accuracy"] for r in rows if r["family"] == "individual"}
             for c in b["config"]["criteria"]:
                 curve = lambda ft: {metamorph.gamma_key(r["gamma"]): r["accuracy"] for r in rows

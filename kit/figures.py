@@ -2,7 +2,8 @@
 
 - Fig. 2/4 left, `blocks_sweep`: accuracy against the number of metamorphic blocks, NeuMeta against HTTY.
 - Fig. 2/4 right, `compression`: accuracy against γ and against parameter count for HTTY, NeuMeta, the five
-  pruning criteria (fine-tuned dashed, where run) and the individually trained networks.
+  pruning criteria (fine-tuned dashed, where run) and the individually trained networks (mean over seeds, ± one
+  std as a bar where notebook 04 ran several).
 - Fig. 6, `dense_gamma`: accuracy over the whole evaluated γ range with the training pool shaded, seen and unseen
   widths marked, normal against extended (×3 epochs) training where both were run.
 
@@ -128,36 +129,48 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
     prior_params = run.prior["parameters"] if run.prior else None
     rel = (lambda p: 100 * p / prior_params) if prior_params else (lambda p: p / 1e3)
 
-    def draw(xs_g, xs_p, ys, **style):
-        ax_g.plot(xs_g, ys, **style)
-        ax_p.plot(xs_p, ys, **{**style, "label": None})
+    def draw(xs_g, xs_p, ys, yerr=None, **style):
+        """The same curve against γ and against parameters; with `yerr`, a bar of ± that much at every point."""
+        if yerr is None:
+            ax_g.plot(xs_g, ys, **style)
+            ax_p.plot(xs_p, ys, **{**style, "label": None})
+        else:
+            ax_g.errorbar(xs_g, ys, yerr=yerr, capsize=3, **style)
+            ax_p.errorbar(xs_p, ys, yerr=yerr, capsize=3, **{**style, "label": None})
 
     names = {"htty": "HTTY (paper 000)", "neumeta": "NeuMeta", "prefit": "pre-fit recipe (kit)"}
     for name, color in (("htty", "tab:blue"), ("neumeta", "tab:red"), ("prefit", "tab:purple")):
         rs = _runs(run, setting, name) if setting else []
         if rs:
-            curve = _mean_curve(run, setting, name)
+            curve = results.summarise(run.morph, setting)[name]["accuracy"]
             gs = [g for g in sorted(curve, key=float) if float(g) >= 0]
             draw([float(g) for g in gs], [rel(rs[0]["cost"][g]["parameters"]) for g in gs],
-                 [100 * curve[g] for g in gs], marker="o", lw=2.5 if name != "neumeta" else 1.5, color=color,
+                 [100 * curve[g][0] for g in gs], yerr=[100 * curve[g][1] for g in gs] if len(rs) > 1 else None,
+                 marker="o", lw=2.5 if name != "neumeta" else 1.5, color=color,
                  label=names[name] + (f" ({len(rs)} seeds)" if len(rs) > 1 else ""))
     null = results.null_accuracy(run.morph, setting) if setting else None
     if null is not None:
         for ax in (ax_g, ax_p):
             ax.axhline(100 * null, color="tab:gray", ls=":", lw=1.5,
                        label="null control (blocks removed, tail retrained)" if ax is ax_g else None)
-    if base is not None:
+    if base is not None:  # notebook 04's rows, mean over seeds with a bar of ± one std where there are several
         palette = dict(zip(("random", "l1", "l2", "taylor", "hessian"), sns.color_palette("Set2", 5)))
-        for method in dict.fromkeys(r["method"] for r in base["rows"] if r["family"] == "pruning"):
-            rows = sorted((r for r in base["rows"] if r["method"] == method), key=lambda r: r["gamma"])
-            ft = rows[0]["finetuned"]
-            draw([r["gamma"] for r in rows], [rel(r["parameters"]) for r in rows], [100 * r["accuracy"] for r in rows],
-                 marker=".", ls="--" if ft else "-", color=palette[rows[0]["criterion"]],
-                 label=f"pruning: {rows[0]['criterion']}" + (" + fine-tune" if ft else ""))
-        ind = sorted((r for r in base["rows"] if r["family"] == "individual"), key=lambda r: r["gamma"])
+        rows = results.baseline_rows(base)
+        for method in dict.fromkeys(r["method"] for r in rows if r["family"] == "pruning"):
+            rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["gamma"])
+            seeds = max(r["seeds"] for r in rs)
+            draw([r["gamma"] for r in rs], [rel(r["parameters"]) for r in rs], [100 * r["accuracy"][0] for r in rs],
+                 yerr=[100 * r["accuracy"][1] for r in rs] if seeds > 1 else None, marker=".",
+                 ls="--" if rs[0]["finetuned"] else "-", color=palette[rs[0]["criterion"]],
+                 label=f"pruning: {rs[0]['criterion']}" + (" + fine-tune" if rs[0]["finetuned"] else "") +
+                       (f" ({seeds} seeds)" if seeds > 1 else ""))
+        ind = sorted((r for r in rows if r["family"] == "individual"), key=lambda r: r["gamma"])
         if ind:
-            draw([r["gamma"] for r in ind], [rel(r["parameters"]) for r in ind], [100 * r["accuracy"] for r in ind],
-                 marker="*", ms=14, ls="none", color="k", label="individually trained (γ = 0: the prior)")
+            seeds = max(r["seeds"] for r in ind)
+            draw([r["gamma"] for r in ind], [rel(r["parameters"]) for r in ind], [100 * r["accuracy"][0] for r in ind],
+                 yerr=[100 * r["accuracy"][1] for r in ind] if seeds > 1 else None, marker="*", ms=14, ls="none",
+                 color="k", label="individually trained (γ = 0: the prior" +
+                                  (f", trained once; others {seeds} seeds)" if seeds > 1 else ")"))
     ax_g.set(xlabel="compression ratio γ of the metamorphic blocks", ylabel="test accuracy (%)")
     ax_p.set(xlabel="parameters (% of the prior)" if prior_params else "parameters (thousands)")
     ax_g.legend(fontsize=8, loc="lower left")

@@ -5,12 +5,21 @@ target (`os.replace` is atomic on POSIX and Windows), so a run killed at any mom
 either the old file or the new one. Because a rename replaces whatever has the target's name,
 a target that is not a regular file (a folder, /dev/null, a pipe) is refused (`check_target`),
 and commands check their outputs, and that no output is one of their inputs, before any work.
+
+Checkpoints hold plain data only: tensors, dicts, lists, tuples, strings, numbers, booleans and None, which
+`torch.load(weights_only=True)` rebuilds without running anything the file says. A `.pt` is a pickle, and a
+pickle may name any Python callable to run while it is read; a file shared by someone else (a metamorph.pt, an
+exported network) must not be able to do that, so `save_torch` refuses to write anything else and `load_torch`
+refuses, in one sentence, a file that needs anything else.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,20 +86,85 @@ def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
+# What a checkpoint may hold: the types torch's weights-only unpickler rebuilds by itself. Exact types: a subclass
+# (numpy.float64 is a float, an Enum may be a str) pickles as its own class, which the loader refuses.
+_PLAIN = (str, int, float, bool, type(None), torch.Size, torch.dtype)
+_CONTAINERS = (dict, OrderedDict, list, tuple)  # OrderedDict: what state_dict() returns
+
+# What to do about a kit file that is refused (written by an older version of the kit, which stored Python objects).
+REGENERATE = ("if an older version of this kit wrote it, delete it and rerun the step that wrote it "
+              "(`python -m kit pipeline` on its run folder reruns exactly the steps whose files are missing)")
+
+
+def unplain(obj: Any, where: str = "") -> str | None:
+    """Where in `obj` something other than plain data sits (e.g. "['report']['prior'] (PosixPath)"); None if nowhere."""
+    kind = type(obj)
+    if kind in _PLAIN or isinstance(obj, torch.Tensor) and kind in (torch.Tensor, torch.nn.Parameter):
+        return None
+    if kind in _CONTAINERS:
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for key, value in items:
+            if type(key) not in (str, int):
+                return f"{where}[{key!r}] (a {type(key).__name__} key)"
+            found = unplain(value, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    return f"{where or 'the object'} ({kind.__name__})"
+
+
 def save_torch(obj: Any, path: str | Path) -> Path:
-    """torch.save, atomically."""
+    """torch.save, atomically, of plain data only (see the module docstring): anything else is a bug of the caller,
+    who must convert it (a Path to str, a numpy number to int or float) so that `load_torch` can read the file."""
+    found = unplain(obj)
+    if found:
+        raise TypeError(f"Cannot save {found} to {path}: checkpoints hold tensors and plain data only; convert it.")
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_torch(path: str | Path, what: str = "checkpoint") -> Any:
-    """torch.load on the CPU, with one clear sentence when the file is missing or unreadable."""
+def load_torch(path: str | Path, what: str = "checkpoint", regenerate: str = REGENERATE) -> Any:
+    """torch.load on the CPU of plain data only (`weights_only=True`: nothing in the file runs), with one clear sentence
+    when the file is missing, unreadable, or needs more than plain data (`regenerate` says how to write it again)."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"No {what} at {path}; run the step that writes it first (or fix the path).")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: the sentence says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # the weights-only unpickler met something it does not rebuild by itself
+        names = _python_objects(path)
+        if names is None:  # no Python object named in it: bytes that are not a checkpoint at all
+            raise KitError(f"The {what} at {path} cannot be read (not a checkpoint); delete it and rerun.") from None
+        raise KitError(f"The {what} {path} holds Python objects ({', '.join(names[:3])}{', …' if len(names) > 3 else ''}) "
+                       f"beyond tensors and plain data, which opening it would have to run as code, so it is refused; "
+                       f"{regenerate}.") from None
     except Exception as err:  # a truncated or foreign file
         raise KitError(f"The {what} at {path} cannot be read ({type(err).__name__}); delete it and rerun.") from None
+
+
+def _python_objects(path: Path) -> list[str] | None:
+    """The Python objects (module.name) a pickle or torch.save file names beyond plain data, found by scanning its
+    pickle's instructions without running them; None when it names none (or is no pickle)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or None
+    except Exception:  # not a torch.save zip file: a bare pickle, or bytes of anything
+        pass
+    import pickletools
+    names, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(path.read_bytes()):
+            if op.name in ("GLOBAL", "INST"):
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":  # module and name are the two strings pushed before it
+                names.append(".".join(strings[-2:]) or "a global")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # not (or no longer) a pickle: what was found so far is all it names
+        pass
+    return sorted(set(names)) or None
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

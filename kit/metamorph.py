@@ -37,7 +37,7 @@ from torch.func import functional_call
 from kit import config as C
 from kit import io, models
 from kit.errors import KitError
-from kit.inr import TensorSpec, WeightINR
+from kit.inr import TensorSpec, WeightINR, check_inr_size, check_k
 
 SETTINGS = ("last_block", "last_stage", "all")
 GAMMA_MIN = -1.0  # widest supported network: twice the prior's width (the INR's size coordinates reach 2)
@@ -290,21 +290,42 @@ class MetamorphicNet(nn.Module):
                               "skeleton": self.skeleton.state_dict(), "trainable": self.trainable_state(), **extra}, path)
 
 
+RECORD_KEYS = {"arch", "blocks", "active", "noise", "inr_config", "alpha_scaling", "train_tail", "skeleton", "trainable"}
+
+
 def load(path: str | Path, skeleton_digest: str | None = None) -> tuple[MetamorphicNet, dict]:
     """(network, record) from a metamorph.pt; with skeleton_digest (`permute.state_digest` of the smoothed prior),
-    refuse one trained on another prior."""
-    record = io.load_torch(path, "metamorphic checkpoint")
-    if not isinstance(record, dict) or record.get("kind") != "metamorphic" or "trainable" not in record:
+    refuse one trained on another prior. Plain data only (`io.load_torch`: nothing in the file runs); NaN or infinite
+    weights, and an architecture, INR, input shape or K beyond the kit's bounds, are refused in one sentence naming
+    the file, before anything is allocated."""
+    record = io.load_torch(path, "metamorphic checkpoint", "if an older version of this kit wrote it, delete it and "
+                                                          "rerun notebook 03 (`python -m kit pipeline` on its run folder "
+                                                          "does)")
+    if not isinstance(record, dict) or record.get("kind") != "metamorphic" or not RECORD_KEYS <= set(record):
         raise KitError(f"{path} is not a metamorphic checkpoint of this kit version (metamorph.pt from notebook 03 or "
                        "kit.metatrain); retrain notebook 03 to write one.")
     if skeleton_digest is not None and record.get("skeleton_digest") != skeleton_digest:
         raise KitError(f"{path} was trained on another prior than the one given; use the checkpoint trained on this "
                        "prior, or retrain notebook 03 on it.")
-    prior = models.load_weights(models.from_arch(record["arch"]), record["skeleton"], f"metamorphic checkpoint {path}")
-    net = MetamorphicNet(prior, record["blocks"], C.from_dict(C.INRConfig, record["inr_config"]), record["noise"],
-                         record["alpha_scaling"], record["train_tail"])
+    source = f"metamorphic checkpoint {path}"
+    skeleton = models.check_tensors(record["skeleton"], source)
+    trainable = models.check_tensors(record["trainable"], source)
+    inr = C.from_dict(C.INRConfig, record["inr_config"])
+    check_inr_size(inr.hidden, inr.depth, f"The {source}")
+    if isinstance(record.get("config"), dict) and "k_samples" in record["config"]:
+        check_k(record["config"]["k_samples"], f"The {source} asks for")  # the K that morph and evaluate default to
+    if record.get("input_shape") is not None:
+        models.check_input_shape(record["input_shape"], source)
+    prior = models.load_weights(models.from_arch(record["arch"], source), skeleton, source)
+    names, blocks = [n for n, _ in prior.blocks()], record["blocks"]
+    if (not isinstance(blocks, list) or not blocks or any(b not in names for b in blocks)
+            or type(record["active"]) is not int or type(record["noise"]) not in (int, float)
+            or type(record["alpha_scaling"]) is not bool or type(record["train_tail"]) is not bool):
+        raise KitError(f"The {source} holds a malformed record (its blocks, active count, noise or switches); use a "
+                       "metamorph.pt written by this kit.")
+    net = MetamorphicNet(prior, record["blocks"], inr, record["noise"], record["alpha_scaling"], record["train_tail"])
     net.set_active(record["active"])
-    net.load_trainable(record["trainable"], f"metamorphic checkpoint {path}")
+    net.load_trainable(trainable, source)
     return net.eval(), record
 
 

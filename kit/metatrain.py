@@ -216,12 +216,18 @@ class MorphResult:
 
 
 def load_smoothed(path: str | Path) -> tuple[models.ResNet, dict]:
-    """(BN-folded, permuted prior, record) from notebook 02's smoothed.pt."""
-    record = io.load_torch(path, "smoothed prior")
+    """(BN-folded, permuted prior, record) from notebook 02's smoothed.pt: plain data only (`io.load_torch`), its
+    architecture within `models`' bounds and its weights finite, else one sentence naming the file."""
+    record = io.load_torch(path, "smoothed prior", "if an older version of this kit wrote it, delete it and rerun "
+                                                   "notebook 02 (`python -m kit pipeline` on its run folder does)")
     if not isinstance(record, dict) or not {"arch", "config", "state_dict", "report"} <= set(record):
         raise KitError(f"{path} is not a smoothed prior (notebook 02's smoothed.pt); run notebook 02 first "
                        "(METHOD='identity' there keeps the prior's channel order).")
-    prior = models.load_weights(models.from_arch(record["arch"]), record["state_dict"], f"smoothed prior {path}")
+    source = f"smoothed prior {path}"
+    state = models.check_tensors(record["state_dict"], source)
+    prior = models.load_weights(models.from_arch(record["arch"], source), state, source)
+    if record.get("input_shape") is not None:
+        models.check_input_shape(record["input_shape"], source, prior.arch["in_channels"])
     return prior.eval(), record
 
 
@@ -346,7 +352,7 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
 def _refuse_other_prior(checkpoint: Path, digest: str, smoothed_path, resume: bool) -> None:
     """One sentence, before any work, when a checkpoint to resume was trained on another prior."""
     if resume and checkpoint.exists():
-        saved = io.load_torch(checkpoint, "training checkpoint").get("fingerprint") or {}
+        saved = io.load_torch(checkpoint, "training checkpoint", train.RESTART).get("fingerprint") or {}
         if saved.get("skeleton") not in (None, digest):
             raise KitError(f"{checkpoint} was trained on another prior than {smoothed_path}; delete it (or pick another "
                            "output folder) to train on this prior.")

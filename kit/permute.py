@@ -11,10 +11,12 @@ belongs to exactly one coupled group. A group's share of TV is therefore the L1 
 that visits its channels in order, each channel being the concatenation of its slices in all member
 tensors. Minimising every group's open path (a TSP with one dummy city, eq. 8) minimises TV exactly.
 
-Unlike the reference code (../shared/notes/neumeta-reference.md sec. 3) distances are scaled to integers
-before fast-tsp sees them, the tour is rotated at the dummy city rather than spliced, class logits and
-image channels are never permuted, the permutation is saved so a rerun is reproducible, and
-equivalence is checked on real inputs.
+Unlike the reference code (../shared/notes/neumeta-reference.md sec. 3), which runs a TSP solver under a
+wall-clock budget, the path comes from the kit's own deterministic search (nearest neighbour from every
+start, 2-opt and Or-opt descent, seeded iterated local search bounded by a count of kicks), so the same
+prior gives bit-identical smoothed weights on any machine under any load; open paths are solved as open
+paths (no dummy city to splice out), class logits and image channels are never permuted, the permutation
+is saved with the weights, and equivalence is checked on real inputs.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kit.config import PERMUTE_METHODS as METHODS  # 'tsp' uses fast-tsp; '2opt' is the numpy fallback
+from kit.config import PERMUTE_METHODS as METHODS
 from kit.errors import KitError
 from kit.models import ResNet
 
@@ -110,9 +112,14 @@ def path_length(dist: np.ndarray, order) -> float:
 
 
 # ---------------------------------------------------------------- shortest Hamiltonian path solvers
+# Every solver is deterministic and bounded by counts (kicks, moves), never by a clock: the same network gives the
+# same order on any machine under any load, so everything trained on the smoothed prior can be reproduced.
 
-def shortest_path(dist: np.ndarray, method: str = "tsp", seed: int = 0, seconds: float = 0.1) -> tuple[np.ndarray, str]:
-    """(order of the channels, solver used) for an open path through all nodes of `dist` (n, n)."""
+def shortest_path(dist: np.ndarray, method: str = "tsp", seed: int = 0, kicks: int = 20) -> tuple[np.ndarray, str]:
+    """(order of the channels, solver used) for an open path through all nodes of `dist` (n, n), symmetric.
+    'tsp': nearest-neighbour from every start, then descent over 2-opt and Or-opt moves, then `kicks` rounds of
+    iterated local search (a seeded segment swap, descent again, kept if shorter); '2opt': the first two steps
+    with 2-opt moves only; 'greedy': the first step; 'random' (seeded) and 'identity' for the ablation."""
     n = len(dist)
     if method not in METHODS:
         raise KitError(f"Unknown permutation method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -122,35 +129,12 @@ def shortest_path(dist: np.ndarray, method: str = "tsp", seed: int = 0, seconds:
         return np.arange(n), "identity"
     if method == "random":
         return np.random.default_rng(seed).permutation(n), "random"
-    if method == "greedy":
-        return greedy_path(dist), "greedy"
     greedy = greedy_path(dist)
-    try:
-        import fast_tsp
-    except ImportError:
-        fast_tsp = None  # the report records '2opt' as the solver actually used
-    if method == "tsp" and fast_tsp is not None:
-        order, solver = _fast_tsp_path(dist, seconds, fast_tsp), "fast-tsp"
-    else:
-        order, solver = two_opt(dist, greedy, seconds), "2opt"
-    # fast-tsp is a heuristic on rounded distances: never return a path longer than the greedy one.
-    return (order, solver) if path_length(dist, order) <= path_length(dist, greedy) else (greedy, "greedy")
-
-
-def _fast_tsp_path(dist: np.ndarray, seconds: float, fast_tsp) -> np.ndarray:
-    """Open path via a closed tour with one dummy city, on distances scaled to fast-tsp's integers."""
-    n = len(dist)
-    top = dist.max()
-    scaled = np.rint(dist * (60000.0 / top)).astype(np.int64) if top > 0 else np.zeros_like(dist, np.int64)
-    full = np.empty((n + 1, n + 1), np.int64)  # fast-tsp takes integers up to 65535
-    full[:n, :n] = scaled
-    # Every tour pays the constant dummy distance twice, so the best tour is the best open path between the
-    # dummy's two neighbours; M ≥ max/2 keeps the dummy's edges within the triangle inequality.
-    full[n, :], full[:, n] = 30000, 30000
-    full[n, n] = 0
-    tour = list(fast_tsp.find_tour(full.tolist(), duration_seconds=seconds, max_threads=1))
-    k = tour.index(n)
-    return np.array(tour[k + 1:] + tour[:k])  # rotate at the dummy: never splice it out mid-path
+    if method == "greedy":
+        return greedy, "greedy"
+    if method == "2opt":
+        return descend(dist, greedy, or_opt=False), "2opt"
+    return iterated_local_search(dist, descend(dist, greedy), kicks, seed), "ils"
 
 
 def greedy_path(dist: np.ndarray) -> np.ndarray:
@@ -171,28 +155,74 @@ def greedy_path(dist: np.ndarray) -> np.ndarray:
     return paths[lengths.argmin()]
 
 
-def two_opt(dist: np.ndarray, order: np.ndarray, seconds: float = 1.0) -> np.ndarray:
-    """Best-improvement 2-opt on an open path (segment reversals, vectorised), until no move helps or the
-    time budget is spent. Deterministic."""
+def descend(dist: np.ndarray, order, or_opt: bool = True, max_moves: int | None = None) -> np.ndarray:
+    """Best-improvement local search on an open path: each step applies the single best move among every segment
+    reversal (2-opt) and, with `or_opt`, every relocation of a run of 1–3 channels, either way round, to any other
+    place (Or-opt); it stops when no move shortens the path (or after `max_moves`, default 20·n, a bound that a
+    descent from a greedy path does not reach in practice). Vectorised over all moves."""
     order = np.array(order)
     n = len(order)
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        # Reversing order[i..j] replaces edges (i-1, i) and (j, j+1) by (i-1, j) and (i, j+1); at the path's
-        # ends the missing edge costs nothing either way.
-        prev = np.concatenate([[-1], order[:-1]])  # node before position i (-1: none)
-        nxt = np.concatenate([order[1:], [-1]])  # node after position j
-        d_prev = np.where(prev >= 0, dist[prev.clip(0), order], 0.0)  # (n,) cost of edge (i-1, i)
-        d_next = np.where(nxt >= 0, dist[order, nxt.clip(0)], 0.0)  # (n,) cost of edge (j, j+1)
-        new_a = np.where(prev[:, None] >= 0, dist[prev.clip(0)][:, order], 0.0)  # (i, j): edge (i-1, j)
-        new_b = np.where(nxt[None, :] >= 0, dist[order][:, nxt.clip(0)], 0.0)  # (i, j): edge (i, j+1)
-        delta = new_a + new_b - d_prev[:, None] - d_next[None, :]
-        delta[np.tril_indices(n)] = 0.0  # only i < j
-        i, j = np.unravel_index(delta.argmin(), delta.shape)
-        if delta[i, j] >= -1e-9 * max(1.0, dist.max()):
+    if n < 3:
+        return order
+    # Positions 0 and n + 1 of the padded matrix are two free ends (distance 0 to every channel): with them every
+    # move is the same formula, including moves at the path's ends.
+    upper = np.triu(np.ones((n, n), bool), 1)  # 2-opt reverses positions i < j
+    lengths = (1, 2, 3) if or_opt else ()
+    rows = {L: np.arange(1, n - L + 2)[:, None] for L in lengths if n - L + 1 >= 1}
+    slots = np.arange(1, n + 2)[None, :]  # slot e: between padded positions e − 1 and e
+    valid = {L: (slots <= i - 1) | (slots >= i + L + 1) for L, i in rows.items()}  # not touching the run itself
+    tol = 1e-12 * n * float(dist.max())  # a shorter path by more than rounding
+    for _ in range(20 * n if max_moves is None else max_moves):
+        E = np.zeros((n + 2, n + 2))
+        E[1:-1, 1:-1] = dist[np.ix_(order, order)]  # (n+2, n+2): distances between the channels at two positions
+        edge = np.diagonal(E, 1)  # (n+1,): edge k joins positions k and k + 1
+        # reverse positions i..j: edges (i−1, i), (j, j+1) become (i−1, j), (i, j+1); delta[i−1, j−1]
+        delta = np.where(upper, E[:-2, 1:-1] + E[1:-1, 2:] - edge[:n, None] - edge[None, 1:], np.inf)
+        k = int(delta.argmin())
+        best, move = delta.flat[k], ("2opt", *divmod(k, n))
+        for L in rows:
+            r = n - L + 1  # runs at positions i..i+L−1, i = 1..r: cutting one out joins (i−1) and (i+L)
+            gain = edge[:r] + edge[L:L + r] - E[np.arange(r), np.arange(r) + L + 1]  # (r,)
+            # put it into slot e, in order (i next to e − 1) or reversed: (r, n+1); dist is symmetric
+            fwd = E[1:r + 1, :n + 1] + E[L:n + 1, 1:] - edge[None, :]
+            rev = E[L:n + 1, :n + 1] + E[1:r + 1, 1:] - edge[None, :]
+            d = np.where(valid[L], np.minimum(fwd, rev) - gain[:, None], np.inf)
+            k = int(d.argmin())
+            if d.flat[k] < best:
+                best, move = d.flat[k], ("or", *divmod(k, n + 1), L, bool(rev.flat[k] < fwd.flat[k]))
+        if not best < -tol:
             break
-        order[i:j + 1] = order[i:j + 1][::-1]
+        order = _apply_move(order, move)
     return order
+
+
+def _apply_move(order: np.ndarray, move: tuple) -> np.ndarray:
+    """The path after a move of `descend` (indices there are padded positions minus one)."""
+    if move[0] == "2opt":
+        _, i, j = move
+        order = order.copy()
+        order[i:j + 1] = order[i:j + 1][::-1]
+        return order
+    _, i, e, L, reverse = move  # the run order[i:i+L] goes before order[e] (e = n: at the end)
+    run = order[i:i + L][::-1] if reverse else order[i:i + L]
+    rest = np.concatenate([order[:i], order[i + L:]])
+    at = e if e < i else e - L
+    return np.concatenate([rest[:at], run, rest[at:]])
+
+
+def iterated_local_search(dist: np.ndarray, order: np.ndarray, kicks: int, seed: int) -> np.ndarray:
+    """`kicks` rounds of: swap two adjacent segments of the best path (cut points drawn by a generator seeded with
+    `seed`, the 'double bridge' of an open path), descend, keep the result if strictly shorter."""
+    n = len(order)
+    best, best_len = np.array(order), path_length(dist, order)
+    rng = np.random.default_rng(seed)
+    for _ in range(kicks if n >= 4 else 0):  # three distinct cut points need 4 channels
+        a, b, c = np.sort(rng.choice(np.arange(1, n), 3, replace=False))
+        trial = descend(dist, np.concatenate([best[:a], best[b:c], best[a:b], best[c:]]))
+        length = path_length(dist, trial)
+        if length < best_len:
+            best, best_len = trial, length
+    return best
 
 
 # ---------------------------------------------------------------- applying and checking a permutation
@@ -234,7 +264,7 @@ def max_logit_difference(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor
 
 
 def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "tsp", seed: int = 0,
-           seconds_per_group: float = 0.1, permutation: dict[str, list[int]] | None = None,
+           kicks: int = 20, permutation: dict[str, list[int]] | None = None,
            progress: bool = False) -> tuple[torch.nn.Module, dict]:
     """(smoothed copy of `model`, report). The report holds TV before/after (total and per tensor), each
     group's path length and solve time, the solver used, the largest logit difference on
@@ -256,14 +286,14 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
                                "it belongs to another network: delete it and smooth again.")
             order, solver = np.asarray(permutation[g.name]), "saved"
         else:
-            order, solver = shortest_path(dist, method, seed + i, seconds_per_group)
+            order, solver = shortest_path(dist, method, seed + i, kicks)
         solved[g.name] = [int(k) for k in order]
         rows.append({"group": g.name, "channels": len(dist), "solver": solver, "seconds": time.perf_counter() - t0,
                      "path_before": path_length(dist, np.arange(len(dist))), "path_after": path_length(dist, order)})
     smoothed = copy.deepcopy(model)
     smoothed.load_state_dict(apply_permutation(state, groups, solved))
     tv_after, per_after = total_variation(smoothed)
-    report = {"method": method, "seed": seed, "seconds_per_group": seconds_per_group,
+    report = {"method": method, "seed": seed, "kicks": kicks,
               "solvers": sorted({r["solver"] for r in rows}), "tv_before": tv_before,
               "tv_after": tv_after, "tv_reduction": 1 - tv_after / tv_before if tv_before else 0.0,
               "solve_seconds": sum(r["seconds"] for r in rows), "groups": rows,
@@ -283,10 +313,10 @@ def state_digest(model: torch.nn.Module) -> str:
 
 
 def smooth_checkpoint(prior_path, out_path, example_input: torch.Tensor, method: str = "tsp", seed: int = 0,
-                      seconds_per_group: float = 0.1, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+                      kicks: int = 20, progress: bool = True) -> tuple[torch.nn.Module, dict]:
     """Fold the prior's BatchNorm, smooth it, and write out_path (same record layout as prior.pt, plus the
-    permutation). When out_path already holds a permutation computed by `method` for this very prior, it is
-    reused, so reruns give the same network even though fast-tsp itself is not deterministic."""
+    permutation). When out_path already holds a permutation computed with these settings for this very prior,
+    it is reused rather than searched again (the search is deterministic: it would find the same one)."""
     from pathlib import Path
 
     from kit import io, models, train
@@ -295,12 +325,12 @@ def smooth_checkpoint(prior_path, out_path, example_input: torch.Tensor, method:
     digest = state_digest(folded)
     saved, old = None, {}
     if Path(out_path).exists():
-        previous = io.load_torch(out_path, "smoothed checkpoint")
-        old = previous.get("report", {})
-        settings = (old.get("method"), old.get("seed"), old.get("seconds_per_group"))
-        if previous.get("prior_digest") == digest and settings == (method, seed, seconds_per_group):
+        previous = io.load_torch(out_path, "smoothed checkpoint", regenerate="delete it and rerun notebook 02")
+        old = previous.get("report", {}) if isinstance(previous, dict) else {}
+        settings = (old.get("method"), old.get("seed"), old.get("kicks"))
+        if isinstance(previous, dict) and previous.get("prior_digest") == digest and settings == (method, seed, kicks):
             saved = old["permutation"]
-    smoothed, report = smooth(folded, example_input, method, seed, seconds_per_group, saved, progress)
+    smoothed, report = smooth(folded, example_input, method, seed, kicks, saved, progress)
     report["reused_permutation"] = saved is not None
     if saved is not None:  # report how the permutation was found, not the instant of reading it back
         report["groups"], report["solve_seconds"], report["solvers"] = old["groups"], old["solve_seconds"], old["solvers"]
@@ -312,6 +342,6 @@ def smooth_checkpoint(prior_path, out_path, example_input: torch.Tensor, method:
 
 
 def compare_methods(model: torch.nn.Module, example_input: torch.Tensor, seed: int = 0,
-                    seconds_per_group: float = 0.1, methods=METHODS) -> dict[str, float]:
+                    kicks: int = 20, methods=METHODS) -> dict[str, float]:
     """Total TV of `model` after smoothing with each method (the ablation of paper 002's permutation)."""
-    return {m: smooth(model, example_input, m, seed, seconds_per_group)[1]["tv_after"] for m in methods}
+    return {m: smooth(model, example_input, m, seed, kicks)[1]["tv_after"] for m in methods}

@@ -3,18 +3,39 @@
 `PROFILES` maps a profile's name to {config SECTION: nested overrides}; `kit.config.build` applies one.
   smoke  seconds on a CPU; what the tests and the notebook smoke runs use
   quick  the default main job (`make run`): the whole pipeline (01 → 07) in under 25 minutes on 2 CPU cores
-  full   a real Fashion-MNIST reproduction: CPU hours, GPU minutes
+  full   quick at three seeds: every prior-dependent row with its seed spread, within an hour on 2 CPU cores
+  ablations  quick plus the ablation rows, the block-count sweep and HTTY ×3 epochs, one seed
   paper  the papers' CIFAR-100 ResNet-56 settings (HTTY paper 000 sec. 4.1), for a GPU
 """
 from __future__ import annotations
 
-# quick and full metamorphose the last three non-projection blocks of ResNet-20 before its final one (the
+import copy
+
+# quick (and so full and ablations) metamorphose the last three non-projection blocks of ResNet-20 before its final one (the
 # multi-block setting; `all` reaches back to layer1 and costs twice as much per step on a CPU). They train for
 # far fewer steps than the paper's 50 epochs per stage, so α and the tail get larger learning rates: Adam moves
 # a parameter by about lr per step, and α must be able to travel from 0 to O(1) within a stage.
 _CPU_MORPH = {"setting": "layer2.1,layer2.2,layer3.1", "inr": {"hidden": 128, "depth": 4}, "train_images": 12800,
               "val_images": 2000, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2, "tail_lr": 1e-3,
               "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.5}}
+
+# quick fits the whole pipeline (01 → 07) in 25 minutes on 2 cores: its prior and the individually trained
+# baselines see a class-balanced 30,000 of the training images (90.3% test accuracy; 20,000 gave 88.8%), every
+# notebook tests on a class-balanced 5,000 of the 10,000 test images (standard error ≈ 0.4 points at 90%), and
+# one γ is trained individually.
+_QUICK = {
+    "prior": {"data": {"train_limit": 30000, "test_limit": 5000, "eval_batch_size": 128},
+              "model": {"depth": 20, "width": 16},
+              "optim": {"epochs": 4}},
+    "morph": {**_CPU_MORPH, "k_samples": 5},
+    "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.5],
+                 "prune_gammas": [0.125, 0.25, 0.5, 0.75]},
+}
+
+# full is quick at three seeds (kit.pipeline.SEEDS): the null control, HTTY, NeuMeta, the pre-fit recipe, the
+# individually trained networks and pruning each over seeds 0, 1, 2 on the one prior, within an hour on 2 cores;
+# its seed 0 rows are quick's. ablations is quick with paper 000 Table 1's ablation rows, the pre-fit recipe's,
+# NeuMeta's block-count sweep (Fig. 4) and HTTY at 3× the epochs (Fig. 6), one seed (14 notebook-03 runs more than quick).
 
 # Each profile maps a config SECTION to nested overrides of the dataclass defaults.
 PROFILES: dict[str, dict[str, dict]] = {
@@ -25,7 +46,6 @@ PROFILES: dict[str, dict[str, dict]] = {
             "optim": {"epochs": 3, "lr": 0.1, "warmup_epochs": 0.5},
             "runtime": {"progress": False},
         },
-        "permute": {"seconds_per_group": 0.02},
         "morph": {  # two blocks of ResNet-8 (its other blocks are projection blocks and the final block)
             "setting": "layer1.0,layer2.0", "inr": {"hidden": 32, "depth": 2, "num_freqs": 4}, "pool_size": 5,
             "batch_size": 32, "k_samples": 2, "k_select": 2, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2,
@@ -37,28 +57,9 @@ PROFILES: dict[str, dict[str, dict]] = {
                      "runtime": {"progress": False}},
         "explorer": {"eval_images": 200, "k_max": 4, "record_gammas": [-0.25, 0.0, 0.5]},
     },
-    # quick fits the whole pipeline (01 → 07) in 25 minutes on 2 cores: its prior and the individually trained
-    # baselines see a class-balanced 30,000 of the training images (90.3% test accuracy; 20,000 gave 88.8%), every
-    # notebook tests on a class-balanced 5,000 of the 10,000 test images (standard error ≈ 0.4 points at 90%), and
-    # one γ is trained individually.
-    "quick": {
-        "prior": {"data": {"train_limit": 30000, "test_limit": 5000, "eval_batch_size": 128},
-                  "model": {"depth": 20, "width": 16},
-                  "optim": {"epochs": 4}},
-        "morph": {**_CPU_MORPH, "k_samples": 5},
-        "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.5],
-                     "prune_gammas": [0.125, 0.25, 0.5, 0.75]},
-    },
-    # full is what a 3-hour CPU budget allows: 14 metamorphic runs (HTTY and NeuMeta × 3 seeds, 5 ablations, a
-    # block sweep, HTTY ×3 epochs) at quick's per-run budget (~6 min each on 2 cores), K = 20 for the final curve,
-    # a prior on the whole training split (4 epochs), three individually trained widths and fine-tuned pruning.
-    "full": {
-        "prior": {"model": {"depth": 20, "width": 16}, "optim": {"epochs": 4}},
-        "morph": {**_CPU_MORPH, "k_samples": 20},
-        "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.25, 0.5, 0.75],
-                     "prune_gammas": [0.125, 0.25, 0.375, 0.5, 0.625, 0.75], "finetune_epochs": 1,
-                     "finetune_images": 12800},
-    },
+    "quick": copy.deepcopy(_QUICK),
+    "full": copy.deepcopy(_QUICK),
+    "ablations": copy.deepcopy(_QUICK),
     "paper": {  # the standard CIFAR ResNet recipe (He et al.) for a CIFAR-100 ResNet-56 prior
         "prior": {
             "data": {"name": "cifar100", "crop_padding": 4},

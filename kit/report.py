@@ -7,7 +7,9 @@ labelled as published. A missing input leaves its cells empty ("–") with a not
 
 Table 1 is the multi-block setting (notebook 04's, else the most common multi-block one among the runs); Table 2
 the one-block setting (the first block of Table 1's, "<setting>:1", else any one-block runs). Columns: accuracy
-at γ = 0, 0.25, 0.5 and one unseen γ (the first evaluated γ between pool points), and the training cost.
+at γ = 0, 0.25, 0.5 and one unseen γ (the first evaluated γ between pool points), and the training cost. Every row
+is a mean ± std over its seeds, notebook 04's Individual and pruning rows included (the Individual γ = 0 is the
+prior, trained once: one seed); the generated paragraph says of each gap whether it exceeds the seed spread.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit import config as C
-from kit import io, results, study
+from kit import io, records, results, study
+from kit.spread import NO_SPREAD, spread_over
 from kit.metamorph import gamma_key
 from kit.runtime import PROJECT_ROOT
 
@@ -36,6 +39,7 @@ ROW_NAMES = {"individual": "Individual", "neumeta": "NeuMeta", "htty": "HTTY (pa
              "prefit − relative": "Pre-fit recipe with the weighted reconstruction",
              "prefit − frozen-tail": "Pre-fit recipe with the tail trained"}
 ALWAYS = ("individual", "neumeta", "htty", "null")  # rows shown (empty, with a note) even when not run
+CRITERIA = {"random": "random", "l1": "L1", "l2": "L2", "taylor": "Taylor", "hessian": "Hessian"}  # pruning rows
 
 
 @dataclass
@@ -50,10 +54,12 @@ class RunRecords:
 
 
 def collect(folder: str | Path) -> RunRecords:
+    """What `folder` holds; a record that is not what its notebook writes is refused in one sentence naming it."""
     folder = Path(folder)
     read = lambda p: io.read_json(p) if p.is_file() else None
-    run = RunRecords(folder, read(folder / "01_prior_training" / "metrics.json"), results.runs_of(folder),
-                     read(folder / "04_baselines" / "metrics.json"))
+    prior_path, base_path = folder / "01_prior_training" / "metrics.json", folder / "04_baselines" / "metrics.json"
+    run = RunRecords(folder, records.check_prior(read(prior_path), prior_path), results.runs_of(folder),
+                     None if (base := read(base_path)) is None else records.check_baselines(base, base_path))
     if run.prior is None:
         run.notes.append("No prior record (01_prior_training/metrics.json): run notebook 01.")
     if not run.morph:
@@ -76,7 +82,8 @@ def settings(run: RunRecords) -> tuple[str | None, str | None]:
 class Table:
     title: str
     columns: list[str]  # accuracy columns (γ labels), then the cost column
-    rows: list[dict]  # {'name', 'key', 'seeds', 'values': [(mean %, std %) or None per column]}
+    rows: list[dict]  # {'name', 'key', 'seeds', 'values': [(mean %, std %) or None per column],
+    #                    'counts': [seeds behind each value]} (counts absent: every value has 'seeds')
     notes: list[str]
 
 
@@ -99,10 +106,13 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
     rows, notes = [], []
     individual = _individual(run, setting)
     if individual is not None:
-        rows.append({"name": ROW_NAMES["individual"], "key": "individual", "seeds": 1,
-                     "values": [individual["acc"].get(g) for g in gammas] + [individual["cost"]]})
-        notes.append(f"Individual: γ = {', '.join(individual['trained'])} trained (the prior is γ = 0); its cost "
-                     "is the sum of their training times, as in paper 000.")
+        rows.append({"name": ROW_NAMES["individual"], "key": "individual", "seeds": individual["seeds"],
+                     "values": [individual["acc"].get(g) for g in gammas] + [individual["cost"]],
+                     "counts": [individual["counts"].get(g, 0) for g in gammas] + [individual["seeds"]]})
+        notes.append(f"Individual: γ = {', '.join(individual['trained'])} trained; γ = 0 is the prior itself, trained "
+                     f"once ({NO_SPREAD})" + (f", the other γ over {individual['seeds']} seeds" if
+                                               individual["seeds"] > 1 else "") +
+                     "; its cost is the sum of their training times, as in paper 000.")
     order = list(ROW_NAMES) + sorted(set(summary) - set(ROW_NAMES))
     for key in order:
         if key == "individual":
@@ -118,6 +128,7 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
                      "values": [acc.get(g) for g in gammas] + [cost]})
     if individual is None:
         rows.insert(0, {"name": "Individual", "key": "individual", "seeds": 0, "values": [None] * len(columns)})
+    rows += _pruning(run, setting, gammas)
     missing = [display_name(k) for k in ALWAYS if k not in summary and (k != "individual" or individual is None)]
     ablations = {m: [k for k in ROW_NAMES if k.startswith(m + " − ") and k not in summary] for m in ("htty", "prefit")}
     absent = [f"{len(rows)} {'HTTY' if m == 'htty' else 'pre-fit recipe'} ablation row(s)" for m, rows in ablations.items()
@@ -131,15 +142,47 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
 
 
 def _individual(run: RunRecords, setting: str) -> dict | None:
+    """Notebook 04's individually trained networks over their seeds: accuracy (mean, std in %) and seeds per γ; the
+    cost (minutes) of one set of networks, the prior's training plus one network per trained γ, over the seeds that
+    trained every γ."""
     base = run.baselines
     if not base or base.get("setting") != setting:
         return None
-    rows = [r for r in base["rows"] if r["family"] == "individual"]
+    rows = [r for r in results.baseline_rows(base) if r["family"] == "individual"]
     if not rows:
         return None
-    return {"acc": {gamma_key(r["gamma"]): (100 * r["accuracy"], 0.0) for r in rows},
-            "cost": (sum(r["train_seconds"] for r in rows) / 60, 0.0),
-            "trained": [gamma_key(r["gamma"]) for r in rows]}
+    prior = sum(r["train_seconds"][0] for r in rows if r["gamma"] == 0.0)
+    trained = [r for r in rows if r["gamma"] != 0.0]
+    seeds = set.intersection(*(set(r["by_seed"]) for r in trained)) if trained else set()
+    totals = [prior + sum(r["by_seed"][s]["train_seconds"] for r in trained) for s in sorted(seeds)] or [prior]
+    mean, std = results.mean_std(totals)
+    return {"acc": {r["key"]: (100 * r["accuracy"][0], 100 * r["accuracy"][1]) for r in rows},
+            "counts": {r["key"]: r["seeds"] for r in rows}, "seeds": max(r["seeds"] for r in rows),
+            "cost": (mean / 60, std / 60), "trained": [r["key"] for r in rows]}
+
+
+def _pruning(run: RunRecords, setting: str, gammas: list[str]) -> list[dict]:
+    """One row per pruning criterion of notebook 04 (and per fine-tuned criterion), mean ± std over its seeds at the
+    table's γ; its cost column is the fine-tuning time (0 without fine-tuning)."""
+    base = run.baselines
+    if not base or base.get("setting") != setting:
+        return []
+    groups: dict[str, list[dict]] = {}
+    for r in results.baseline_rows(base):
+        if r["family"] == "pruning":
+            groups.setdefault(r["method"], []).append(r)
+    out = []
+    for method, rs in groups.items():
+        by_gamma = {r["key"]: r for r in rs}
+        cells = [by_gamma.get(g) for g in gammas]
+        seeds = sorted(set.intersection(*(set(r["by_seed"]) for r in rs)))
+        cost = results.mean_std([sum(r["by_seed"][s].get("train_seconds", 0.0) for r in rs) / 60 for s in seeds])
+        name = f"Pruning, {CRITERIA.get(rs[0]['criterion'], rs[0]['criterion'])}" + \
+               (", fine-tuned" if rs[0]["finetuned"] else " (no fine-tuning)")
+        out.append({"name": name, "key": method, "seeds": max(r["seeds"] for r in rs),
+                    "values": [None if c is None else (100 * c["accuracy"][0], 100 * c["accuracy"][1]) for c in cells]
+                    + [cost], "counts": [0 if c is None else c["seeds"] for c in cells] + [max(r["seeds"] for r in rs)]})
+    return out
 
 
 def _device(run: RunRecords) -> str:
@@ -149,21 +192,33 @@ def _device(run: RunRecords) -> str:
     return "device unknown"
 
 
-def _cell(value, seeds: int) -> str:
+def counts(row: dict) -> list[int]:
+    """The number of seeds behind each of a table row's values."""
+    return row.get("counts") or [row["seeds"]] * len(row["values"])
+
+
+def _cell(value, seeds: int, row_seeds: int) -> str:
+    """'82.00 ± 2.83' over seeds, '90.00' for one seed; a value over fewer seeds than its row says how many."""
     if value is None:
         return "–"
     mean, std = value
-    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+    text = f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+    return text + (f" ({seeds} seed{'s' * (seeds > 1)})" if seeds < row_seeds else "")
+
+
+def _cells(row: dict) -> list[str]:
+    return [_cell(v, n, row["seeds"]) for v, n in zip(row["values"], counts(row))]
 
 
 def to_rows(table: Table) -> list[dict]:
-    """Numeric rows for the CSV: mean and std per column (empty where missing)."""
+    """Numeric rows for the CSV: mean, std and seeds per column (empty where missing)."""
     out = []
     for row in table.rows:
         record = {"row": row["name"], "seeds": row["seeds"]}
-        for column, value in zip(table.columns, row["values"]):
+        for column, value, n in zip(table.columns, row["values"], counts(row)):
             record[f"{column} mean"] = "" if value is None else round(value[0], 4)
             record[f"{column} std"] = "" if value is None else round(value[1], 4)
+            record[f"{column} seeds"] = "" if value is None else n
         out.append(record)
     return out
 
@@ -172,7 +227,7 @@ def to_markdown(table: Table) -> str:
     head = ["run", "seeds", *table.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table.rows:
-        cells = [row["name"], str(row["seeds"] or "–"), *[_cell(v, row["seeds"]) for v in row["values"]]]
+        cells = [row["name"], str(row["seeds"] or "–"), *_cells(row)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "".join(f"\n\n*{n}*" for n in table.notes)
 
@@ -191,7 +246,7 @@ def to_latex(table: Table, label: str) -> str:
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
              " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
     for row in table.rows:
-        cells = [row["name"], str(row["seeds"] or "–"), *[_cell(v, row["seeds"]) for v in row["values"]]]
+        cells = [row["name"], str(row["seeds"] or "–"), *_cells(row)]
         lines.append(" & ".join(latex_escape(c) for c in cells) + r" \\")
     caption = latex_escape(table.title + ". " + " ".join(table.notes))
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", rf"\label{{{label}}}", r"\end{table}"]
@@ -226,15 +281,25 @@ def reference_table(run: RunRecords, tables: dict[int, Table]) -> Table:
                      "seeds": 1, "values": values + [(float(pub["train_cost_gpuh"]), 0.0)]})
         ours = next((r for r in tables[int(pub["table"])].rows if r["key"] == pub["kit_row"]), None)
         if ours is None:
-            mine = [None] * 5
+            mine, n = [None] * 5, [0] * 5
+        elif len(ours["values"]) == 5:
+            mine, n = ours["values"], counts(ours)
         else:  # a table without an unseen column has four values: the three seen γ and the cost
-            mine = ours["values"] if len(ours["values"]) == 5 else ours["values"][:3] + [None, ours["values"][-1]]
+            mine, n = ours["values"][:3] + [None, ours["values"][-1]], counts(ours)[:3] + [0, counts(ours)[-1]]
         rows.append({"name": f"Table {pub['table']} · {pub['row']} — this run ({dataset}, min)", "key": pub["kit_row"],
-                     "seeds": ours["seeds"] if ours else 0, "values": mine})
+                     "seeds": ours["seeds"] if ours else 0, "values": mine, "counts": n})
     notes = ["Published figures are paper 000's, typed from its Tables 1–2 (data/published/htty_cifar100.csv); its "
              "unseen γ is not recoverable from the text, this run's is the first γ between pool points",
              "costs are GPU hours there and minutes on this run's device here"]
     return Table("Published (paper 000, CIFAR-100) against this run", columns, rows, notes)
+
+
+def estimate(table: Table, key: str, column: int) -> tuple[float, float, int] | None:
+    """(mean %, std %, seeds) of row `key` in column `column` of `table` (`kit.spread`), or None."""
+    row = next((r for r in table.rows if r["key"] == key), None)
+    if row is None or column >= len(row["values"]) or row["values"][column] is None:
+        return None
+    return (*row["values"][column], counts(row)[column])
 
 
 def value(table: Table, key: str, column: int) -> float | None:
@@ -258,23 +323,28 @@ def block_reports(run: RunRecords, setting: str | None) -> dict[str, dict]:
 
 def describe_table(table: Table, blocks: dict[str, dict] | None = None) -> str:
     """One generated paragraph: HTTY against NeuMeta and Individual, each pair averaged over the accuracy columns
-    both have, and the training costs. `blocks` ({row key: block report}, `block_reports`) adds what each method's
+    both have and said to be beyond the seed spread or not in each (`kit.spread.spread_over`), each method against
+    the null control the same way, and the training costs. `blocks` ({row key: block report}, `block_reports`) adds what each method's
     generated blocks measured, and a caveat to every gap of HTTY's when its blocks are switched off."""
     if not table.rows:
         return " ".join(table.notes)
     blocks = blocks or {}
     acc_cols = range(len(table.columns) - 1)
 
-    def versus(a: str, b: str) -> tuple[float, float, int] | None:
-        pairs = [(value(table, a, c), value(table, b, c)) for c in acc_cols]
-        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-        return (sum(x for x, _ in pairs) / len(pairs), sum(y for _, y in pairs) / len(pairs), len(pairs)) if pairs else None
+    def versus(a: str, b: str) -> tuple[float, float, int, str] | None:
+        """(a's mean, b's mean over the accuracy columns both have, their number, `spread_over` those columns)."""
+        pairs = {table.columns[c].removeprefix("γ = "): (estimate(table, a, c), estimate(table, b, c)) for c in acc_cols}
+        pairs = {g: (x, y) for g, (x, y) in pairs.items() if x is not None and y is not None}
+        if not pairs:
+            return None
+        n = len(pairs)
+        return sum(x[0] for x, _ in pairs.values()) / n, sum(y[0] for _, y in pairs.values()) / n, n, spread_over(pairs)
 
     parts = []
     for other, name in (("neumeta", "NeuMeta"), ("individual", "the individually trained networks")):
         if (v := versus("htty", other)) is not None:
             parts.append(f"over the {v[2]} γ column(s) both have, HTTY averages {v[0]:.2f}% against {name}' "
-                         f"{v[1]:.2f}% ({v[0] - v[1]:+.2f} points)".replace("NeuMeta'", "NeuMeta's"))
+                         f"{v[1]:.2f}% ({v[0] - v[1]:+.2f} points; {v[3]})".replace("NeuMeta'", "NeuMeta's"))
     text = "; ".join(parts) + "." if parts else "HTTY did not run in this setting."
     text = text[0].upper() + text[1:]
     if parts and study.block_state(blocks.get("htty", {})) == study.OFF:
@@ -283,7 +353,8 @@ def describe_table(table: Table, blocks: dict[str, dict] | None = None) -> str:
     for key in ("htty", "prefit", "neumeta"):
         if (v := versus(key, "null")) is not None:
             text += (f" {display_name(key)} averages {v[0] - v[1]:+.2f} points against the null control (the prior with "
-                     f"these blocks removed, tail retrained){': its generated blocks add nothing' if v[0] - v[1] <= 1 else ''}.")
+                     f"these blocks removed, tail retrained){': its generated blocks add nothing' if v[0] - v[1] <= 1 else ''}"
+                     f"; {v[3]}.")
     cost = {k: value(table, k, len(table.columns) - 1) for k in ("htty", "neumeta", "individual")}
     if cost["htty"] is not None and cost["neumeta"] is not None:
         text += f" Training took {cost['htty']:.1f} min for HTTY and {cost['neumeta']:.1f} min for NeuMeta."

@@ -3,6 +3,10 @@
 The pipeline writes each notebook-03 variant into `results/<run>/03_incremental_metamorphosis/<variant>/`
 (`kit.pipeline.variants`); every one leaves a `metrics.json` that names its method, ablation, setting and seed.
 Grouping uses those recorded fields, never folder names, so a hand-made run in another folder groups the same.
+Notebook 04's rows (`baseline_rows`) are grouped over seeds the same way.
+
+Every comparison here says whether its gap exceeds the seed spread (`kit.spread`, one rule for the summary,
+report.md and the notebooks), or "one seed: no spread" when a side has a single seed.
 """
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from kit import io
+from kit import io, records
 from kit.errors import KitError
+from kit.spread import NO_SPREAD, Estimate, average, beyond_spread, spread_over, spread_words
 
 MORPH_FOLDER = "03_incremental_metamorphosis"
 
@@ -26,12 +31,12 @@ def morph_folder(folder: str | Path) -> Path:
 
 def morph_runs(folder: str | Path) -> dict[str, dict]:
     """{variant folder name: its metrics.json} for every finished run under `folder` (a run folder, or its
-    03_incremental_metamorphosis/ folder); runs without metrics.json (unfinished) are left out."""
+    03_incremental_metamorphosis/ folder); runs without metrics.json (unfinished) are left out. A record that is
+    not what notebook 03 writes is refused in one sentence naming its file (`kit.records`)."""
     folder = morph_folder(folder)
     runs = {}
     for path in sorted(folder.glob("*/metrics.json")):
-        record = io.read_json(path, "metrics")
-        runs[path.parent.name] = record
+        runs[path.parent.name] = records.check_record(io.read_json(path, "metrics"), path)
     return runs
 
 
@@ -39,6 +44,18 @@ def runs_of(run_dir: str | Path | None) -> dict[str, dict]:
     """`morph_runs` of a run folder; {} when it has no notebook-03 folder (or run_dir is None), rather than
     reading the run folder's other notebooks as variants."""
     return morph_runs(run_dir) if run_dir is not None and (Path(run_dir) / MORPH_FOLDER).is_dir() else {}
+
+
+def prior_accuracy(folder: str | Path, runs: dict[str, dict]) -> float | None:
+    """The prior's test accuracy: as notebook-03 runs record it, else from notebook 01's metrics.json in the run
+    folder `folder`; None when neither has it."""
+    recorded = next((r["prior_accuracy"] for r in runs.values() if "prior_accuracy" in r), None)
+    path = Path(folder) / "01_prior_training" / "metrics.json"
+    if recorded is None and path.is_file():
+        record = io.read_json(path, "prior record")
+        value = record.get("test_accuracy") if isinstance(record, dict) else None
+        recorded = value if records.number(value) and 0 <= value <= 1 else None
+    return recorded
 
 
 def relative_error(w: torch.Tensor, target: torch.Tensor) -> float:
@@ -72,9 +89,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
 
 
+def estimate(row: dict, gamma: str) -> Estimate | None:
+    """(mean, std, seeds) of a `summarise` row at γ (`at`), or None where it has no value."""
+    value = at(row, gamma)
+    return None if value is None else (*value, row["seeds"])
+
+
 def summarise(runs: dict[str, dict], setting: str | None = None) -> dict[str, dict]:
-    """{label: {'seeds': n, 'accuracy': {γ: (mean, std)}, 'train_seconds': (mean, std)}} over the runs of one
-    setting (the most common one when None), grouping seeds of the same method and ablation."""
+    """{label: {'seeds': n, 'accuracy': {γ: (mean, std)}, 'train_seconds': (mean, std) or None where a run did
+    not record it}} over the runs of one setting (the most common one when None), grouping seeds of the same method
+    and ablation."""
     if not runs:
         return {}
     settings = [r.get("setting") for r in runs.values()]
@@ -92,7 +116,8 @@ def summarise(runs: dict[str, dict], setting: str | None = None) -> dict[str, di
         out[name] = {"seeds": len(rs), "setting": setting,
                      "accuracy": {g: mean_std([r["accuracy"][g] for r in rs]) for g in gammas},
                      "kind": rs[0].get("kind", {}), "any_gamma": all(is_null(r) for r in rs),
-                     "train_seconds": mean_std([r.get("train_seconds", float("nan")) for r in rs])}
+                     "train_seconds": (mean_std([r["train_seconds"] for r in rs])
+                                       if all("train_seconds" in r for r in rs) else None)}
     return out
 
 
@@ -112,59 +137,80 @@ def versus_null(summary: dict[str, dict], margin: float = 0.01) -> dict[str, str
     """{label: one sentence} saying, per metamorphic row, whether its generated blocks carry function: its accuracy
     against the null control's (the same prior with those blocks removed and the tail retrained) at every γ it was
     evaluated. Within `margin` (a fraction) of the null control, or below it, the accuracy comes from the rest of
-    the network, not from the generated blocks. {} without a null control in the summary."""
+    the network, not from the generated blocks. Each sentence ends with where the gap exceeds the seed spread
+    (`spread_over`). {} without a null control in the summary."""
     null = next((row for row in summary.values() if row.get("any_gamma")), None)
     if null is None or not null["accuracy"]:
         return {}
-    level = next(iter(null["accuracy"].values()))[0]
+    level = estimate(null, next(iter(null["accuracy"])))
     out = {}
     for name, row in summary.items():
         if row.get("any_gamma") or not row["accuracy"]:
             continue
-        gaps = {g: m - level for g, (m, _) in row["accuracy"].items()}
+        gaps = {g: m - level[0] for g, (m, _) in row["accuracy"].items()}
         lo, hi = min(gaps, key=gaps.get), max(gaps, key=gaps.get)
         span = f"{100 * gaps[lo]:+.2f} (γ = {lo}) … {100 * gaps[hi]:+.2f} (γ = {hi}) points against the null control"
+        spread = spread_over({g: (estimate(row, g), level) for g in sorted(gaps, key=float)})
         if gaps[hi] <= margin:
-            out[name] = f"{name}: {span}: nowhere clearly above it, so its generated blocks carry no function."
+            out[name] = f"{name}: {span}: nowhere clearly above it, so its generated blocks carry no function"
         elif gaps[lo] <= margin:
             above = ", ".join(g for g in sorted(gaps, key=float) if gaps[g] > margin)
             out[name] = (f"{name}: {span}: above it only at some γ ({above}); at the others the network does no better "
-                         "than the prior with those blocks removed and its tail retrained.")
+                         "than the prior with those blocks removed and its tail retrained")
         else:
-            out[name] = f"{name}: {span}: above it at every γ, so the generated blocks carry function."
+            out[name] = f"{name}: {span}: above it at every γ, so the generated blocks carry function"
+        out[name] += f" ({NO_SPREAD})." if spread == NO_SPREAD else f"; the gap is {spread}."
     return out
 
 
-def comparison(summary: dict[str, dict], prior_accuracy: float, ours: str = "htty", baseline: str = "neumeta") -> dict:
+def versus_null_in(run_dir: str | Path | None, setting: str) -> dict[str, str]:
+    """`versus_null` over every seed of every row the run folder holds on `setting` ({} without such runs): what
+    notebooks 06 and 07 print beside their one-seed views."""
+    runs = runs_of(run_dir)
+    return versus_null(summarise(runs, setting)) if any(r.get("setting") == setting for r in runs.values()) else {}
+
+
+def comparison(summary: dict[str, dict], prior_accuracy: float | None, ours: str = "htty",
+               baseline: str = "neumeta") -> dict:
     """The figures paper 000's claims are judged by (sec. 4.2), from a `summarise` result: per γ the margin of
-    `ours` over `baseline` and their seed spreads (std); the gap of `ours` to the prior at γ = 0; and, per method,
-    the mean accuracy over seen γ minus that over unseen γ between pool points (the seen → between drop)."""
+    `ours` over `baseline`, their seed spread (std_ours + std_baseline) and `spread_words`; the gap of `ours` to the
+    prior at γ = 0 (the prior is one network: one seed, no spread); and, per method, the mean accuracy over seen γ
+    minus that over unseen γ between pool points (the seen → between drop), with `spread_words` on the two
+    averages (`average`)."""
     a, b = summary[ours], summary[baseline]
-    margin = {g: {"margin": a["accuracy"][g][0] - b["accuracy"][g][0],
-                  "spread": a["accuracy"][g][1] + b["accuracy"][g][1]} for g in a["accuracy"] if g in b["accuracy"]}
-    drop = {}
+    margin = {}
+    for g in a["accuracy"]:
+        if g in b["accuracy"]:
+            ea, eb = estimate(a, g), estimate(b, g)
+            margin[g] = {"margin": ea[0] - eb[0], "spread": ea[1] + eb[1], "beyond": beyond_spread(ea, eb),
+                         "words": spread_words(ea, eb)}
+    drop, drop_words = {}, {}
     for name, row in summary.items():
-        by_kind: dict[str, list[float]] = {}
-        for g, (mean, _) in row["accuracy"].items():
-            by_kind.setdefault(row["kind"].get(g, "?"), []).append(mean)
+        by_kind: dict[str, list] = {}
+        for g in row["accuracy"]:
+            by_kind.setdefault(row["kind"].get(g, "?"), []).append(estimate(row, g))
         if by_kind.get("seen") and by_kind.get("between"):
-            drop[name] = sum(by_kind["seen"]) / len(by_kind["seen"]) - sum(by_kind["between"]) / len(by_kind["between"])
+            seen, between = average(by_kind["seen"]), average(by_kind["between"])
+            drop[name], drop_words[name] = seen[0] - between[0], spread_words(seen, between)
     zero = next((g for g in a["accuracy"] if float(g) == 0.0), None)
-    return {"margin": margin, "prior_gap": None if zero is None else prior_accuracy - a["accuracy"][zero][0],
-            "seen_to_between_drop": drop}
+    gap = None if zero is None or prior_accuracy is None else prior_accuracy - a["accuracy"][zero][0]
+    return {"margin": margin, "prior_gap": gap,
+            "prior_gap_words": None if gap is None else spread_words((prior_accuracy, 0.0, 1), estimate(a, zero)),
+            "seen_to_between_drop": drop, "seen_to_between_words": drop_words}
 
 
-def table(summary: dict[str, dict], prior_accuracy: float) -> str:
+def table(summary: dict[str, dict], prior_accuracy: float | None) -> str:
     """A Markdown table: one row per method / ablation (mean ± std over its seeds, in %), γ as columns, each γ's
-    kind (seen / between / smaller / larger) and the prior's accuracy as rows. The null control, one network with
-    no generated block, shows its one accuracy in every column."""
+    kind (seen / between / smaller / larger) and the prior's accuracy ('–' when not recorded) as rows. The null
+    control, one network with no generated block, shows its one accuracy in every column."""
     gammas = sorted({g for row in summary.values() if not row.get("any_gamma") for g in row["accuracy"]}, key=float)
     gammas = gammas or sorted({g for row in summary.values() for g in row["accuracy"]}, key=float)
     kinds = next((row["kind"] for row in summary.values() if not row.get("any_gamma")), {})
     lines = ["| run | seeds | " + " | ".join(f"γ = {g}" for g in gammas) + " |",
              "|---|---|" + "---|" * len(gammas),
              "| (kind) | | " + " | ".join(kinds.get(g, "") for g in gammas) + " |",
-             "| prior | | " + " | ".join(f"{100 * prior_accuracy:.2f}" for _ in gammas) + " |"]
+             "| prior | | " + " | ".join("–" if prior_accuracy is None else f"{100 * prior_accuracy:.2f}"
+                                          for _ in gammas) + " |"]
     for name, row in summary.items():
         cells = []
         for g in gammas:
@@ -234,13 +280,38 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
                                    for b in (r.get("block_report") or {}).values()),
            "min_over_pruning": None, "over_finetuned": {}}
     if baselines and baselines.get("setting") == setting:
-        from kit.metamorph import gamma_key
-        pruned: dict[bool, dict[str, float]] = {False: {}, True: {}}
-        for b in baselines["rows"]:
+        pruned: dict[bool, dict[str, float]] = {False: {}, True: {}}  # best criterion's mean over seeds, per γ
+        for b in baseline_rows(baselines):
             if b["family"] == "pruning":
-                g = gamma_key(b["gamma"])
-                pruned[b["finetuned"]][g] = max(pruned[b["finetuned"]].get(g, 0.0), b["accuracy"])
+                g = b["key"]
+                pruned[b["finetuned"]][g] = max(pruned[b["finetuned"]].get(g, 0.0), b["accuracy"][0])
         common = [g for g in pruned[False] if g in acc]
         out["min_over_pruning"] = min(100 * (acc[g] - pruned[False][g]) for g in common) if common else None
         out["over_finetuned"] = {g: 100 * (acc[g] - a) for g, a in pruned[True].items() if g in acc}
+    return out
+
+
+# ---------------------------------------------------------------- notebook 04's rows
+
+def baseline_rows(baselines: dict | None) -> list[dict]:
+    """Notebook 04's rows grouped over seeds, in their recorded order: one per method × γ (a fine-tuned criterion
+    is its own method), each {'method', 'family', 'criterion', 'finetuned', 'gamma' (float), 'key' (γ string),
+    'accuracy': (mean, std), 'seeds': n, 'parameters', 'macs', 'train_seconds': (mean, std), 'by_seed': {seed: row}}.
+    A seed's row recorded twice counts once (the later). The individually trained network at γ = 0 is the prior
+    itself, trained once: one seed, however many seeds the other rows have."""
+    from kit.metamorph import gamma_key
+    groups: dict[tuple, dict] = {}
+    for r in (baselines or {}).get("rows", []):
+        seeds = groups.setdefault((r["method"], bool(r.get("finetuned")), gamma_key(r["gamma"])), {})
+        if r["family"] == "individual" and float(r["gamma"]) == 0.0 and seeds:
+            continue  # the prior: one network
+        seeds[r.get("seed", 0)] = r
+    out = []
+    for (method, finetuned, key), seeds in groups.items():
+        first, rows = next(iter(seeds.values())), list(seeds.values())
+        out.append({"method": method, "family": first["family"], "criterion": first.get("criterion", ""),
+                    "finetuned": finetuned, "gamma": float(first["gamma"]), "key": key, "seeds": len(rows),
+                    "accuracy": mean_std([r["accuracy"] for r in rows]), "parameters": first.get("parameters"),
+                    "macs": first.get("macs"), "train_seconds": mean_std([r.get("train_seconds", 0.0) for r in rows]),
+                    "by_seed": dict(seeds)})
     return out

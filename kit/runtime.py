@@ -9,6 +9,7 @@ import contextlib
 import datetime as _dt
 import platform
 import random
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -77,16 +78,42 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform reports)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def math_libraries() -> dict:
+    """The float kernels torch runs on this CPU: the instruction set it dispatches to and the MKL / oneDNN builds.
+    Results are bit-identical only where these, the CPU model and the thread count all agree."""
+    built = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", built)
+    onednn = re.search(r"(?:oneDNN|MKL-DNN) v([\d.]+)", built)
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": mkl.group(1) if mkl and torch.backends.mkl.is_available() else "not available",
+            "onednn": onednn.group(1) if onednn and torch.backends.mkldnn.is_available() else "not available"}
+
+
 def provenance(device: torch.device | None = None) -> dict:
-    """Versions, git revision, machine and time: what a result needs to be traced back."""
+    """Versions, git revision, machine (CPU model, threads, math libraries) and time: what a result needs to be
+    traced back, and what decides whether a rerun elsewhere can give the same bits."""
     kit_dir = Path(__file__).resolve().parent
     info = {
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_revision": git_revision(kit_dir),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
-        "versions": {d: _version(d) for d in ("torch", "numpy", "papermill", "matplotlib", "kit")},
+        "cpu_interop_threads": torch.get_num_interop_threads(),
+        "math_libraries": math_libraries(),
+        "versions": {d: _version(d) for d in ("torch", "numpy", "papermill", "matplotlib", "torch-pruning", "kit")},
     }
     if device is not None:
         info["device"] = str(device)

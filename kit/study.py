@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kit import io, metamorph, results
+from kit import io, metamorph, records, results
 from kit.errors import KitError
 
 
@@ -32,7 +32,7 @@ def load_runs(run_dir: str | Path, variants: list[str]) -> dict[str, dict]:
         if not path.is_file():
             raise KitError(f"No finished notebook-03 run {v!r} in {folder} (no metrics.json); run the pipeline "
                            f"(`make run`) or notebook 03 with METHOD={v.split('-')[0]!r} into that folder.")
-        out[v] = io.read_json(path, "metrics")
+        out[v] = records.check_record(io.read_json(path, "metrics"), path)
         if "history" not in out[v]:
             raise KitError(f"{path} has no per-epoch history (written before notebook 03 recorded it); rerun notebook 03 "
                            f"for {v!r}.")

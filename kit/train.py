@@ -186,6 +186,10 @@ class FitResult:
     seconds: float = 0.0  # training wall time, summed over resumed parts
 
 
+# What to do about a training checkpoint that is refused (written by an older version of this kit, or not by it).
+RESTART = "delete it to train afresh (the same command then starts from the first epoch)"
+
+
 def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig, checkpoint: str | Path,
         generator: torch.Generator, resume: bool = True, fingerprint: dict | None = None,
         on_epoch_end: Callable[[int, list[dict]], None] | None = None, desc: str = "train",
@@ -202,10 +206,11 @@ def fit(task: Task, data: D.Data, optim: C.OptimConfig, runtime: C.RuntimeConfig
     opt, sched = task.configure_optimizer(optim, steps_per_epoch(steps, task.accumulate))
     result, start = FitResult(), 1
     if resume and checkpoint.exists():
-        state = io.load_torch(checkpoint, "training checkpoint")
-        if state.get("fingerprint") != fingerprint:
+        state = io.load_torch(checkpoint, "training checkpoint", RESTART)
+        saved = state.get("fingerprint") if isinstance(state, dict) else None
+        if saved != fingerprint:
             raise KitError(f"The checkpoint {checkpoint} was written by a run with other settings "
-                           f"({_first_difference(state.get('fingerprint'), fingerprint)}); delete it (or pick another "
+                           f"({_first_difference(saved, fingerprint)}); delete it (or pick another "
                            "output folder) to start afresh, or rerun with its settings.")
         task.load_state_dict(state["module"], f"checkpoint {checkpoint}")
         opt.load_state_dict(state["optimizer"])
@@ -299,11 +304,22 @@ def train_prior(cfg: C.PriorConfig, out_dir: str | Path, resume: bool = True,
     return PriorResult(model, result.history, metrics, path)
 
 
+REGENERATE_PRIOR = ("if an older version of this kit wrote it, delete it and write it again: `python -m kit pipeline` "
+                    "on its run folder reruns notebook 01 (or `python -m kit train-prior`), `python -m kit morph` exports "
+                    "a network again")
+
+
 def load_prior(path: str | Path) -> tuple[nn.Module, dict]:
-    """(model in eval mode, the whole record) from a prior.pt written by `train_prior`."""
-    record = io.load_torch(path, "prior checkpoint")
+    """(model in eval mode, the whole record) from a prior.pt written by `train_prior`, or a plain network exported by
+    `python -m kit morph` or the γ explorer (same layout). Plain data only (`io.load_torch`); an architecture beyond
+    `models`' bounds, a malformed input shape or a NaN/infinite weight is refused in one sentence naming the file."""
+    record = io.load_torch(path, "prior checkpoint", REGENERATE_PRIOR)
     if not isinstance(record, dict) or not {"arch", "state_dict"} <= set(record):  # a metamorph.pt has an arch too
         raise KitError(f"{path} is not a prior checkpoint written by kit.train.train_prior; point at a prior.pt.")
-    model = models.from_arch(record["arch"])
-    models.load_weights(model, record["state_dict"], f"prior checkpoint {path}")
+    source = f"prior checkpoint {path}"
+    state = models.check_tensors(record["state_dict"], source)
+    model = models.from_arch(record["arch"], source)  # bounds checked before the network is allocated
+    if record.get("input_shape") is not None:
+        models.check_input_shape(record["input_shape"], source, model.arch["in_channels"])
+    models.load_weights(model, state, source)
     return model.eval(), record

@@ -24,7 +24,7 @@ def smoothed_smoke(tmp_path_factory):
     cfg = C.build(C.PriorConfig, "smoke")
     train.train_prior(cfg, folder)
     x, _ = next(D.load(cfg.data, "cpu", cfg.seed).eval_batches("test"))
-    smoothed, _ = permute.smooth_checkpoint(folder / "prior.pt", folder / "smoothed.pt", x[:8], "tsp", 0, 0.02,
+    smoothed, _ = permute.smooth_checkpoint(folder / "prior.pt", folder / "smoothed.pt", x[:8], "tsp", 0,
                                             progress=False)
     return folder / "smoothed.pt", smoothed
 

@@ -89,3 +89,16 @@ def test_bench_prefit_fits_each_block_times_a_step_and_judges_the_run(smoke_run,
     assert "time to acceptance" in capsys.readouterr().out
     with pytest.raises(KitError, match="No smoothed prior"):
         bench_prefit.bench_prefit(tmp_path, "smoke", "cpu")
+
+
+def test_bench_permute_compares_the_kit_search_with_fast_tsp_side_by_side(capsys):
+    from kit.bench import permute as bench_permute
+    rows = bench_permute.bench_permute(widths=(4,), depth=8)
+    r = rows[0]
+    assert r["model"] == "ResNet-8 width 4" and r["groups"] == 6 and r["largest_group"] == 16
+    assert r["kit_repeatable"] is True  # deterministic: two runs, one order
+    assert 0 < r["kit_tv_reduction"] < 1 and 0 < r["reference_tv_reduction"] < 1
+    assert r["tv_reduction_difference"] == r["kit_tv_reduction"] - r["reference_tv_reduction"]
+    assert r["time_ratio"] == r["kit_seconds"] / r["reference_seconds"]
+    bench_permute.print_permute(rows)
+    assert "kit − fast-tsp TV reduction" in capsys.readouterr().out

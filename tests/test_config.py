@@ -13,7 +13,12 @@ def test_profiles_build_and_differ():
     assert built["smoke"].model.depth == 8 and built["quick"].model.depth == 20
     assert built["paper"].data.name == "cifar100" and built["paper"].model.depth == 56
     assert built["paper"].optim.epochs > built["quick"].optim.epochs > built["smoke"].optim.epochs
-    assert built["quick"].data.train_limit == 30000 and built["full"].data.train_limit == 0  # quick: a subset
+    assert built["quick"].data.train_limit == 30000 and built["smoke"].data.train_limit == 1000  # quick: a subset
+    # full and ablations are quick's configs in every section (they differ in the runs the pipeline makes)
+    for section in (C.PriorConfig, C.PermuteConfig, C.MorphConfig, C.BaselineConfig, C.ExplorerConfig):
+        quick = C.to_dict(C.build(section, "quick"))
+        for other in ("full", "ablations"):
+            assert {**C.to_dict(C.build(section, other)), "profile": "quick"} == quick
     assert all(cfg.profile == name for name, cfg in built.items())
 
 
@@ -47,7 +52,7 @@ def test_bad_overrides_are_rejected(overrides, message):
 
 
 def test_unknown_profile():
-    with pytest.raises(KitError, match="Unknown profile 'fast'.*smoke, quick, full, paper"):
+    with pytest.raises(KitError, match="Unknown profile 'fast'.*smoke, quick, full, ablations, paper"):
         C.build(C.PriorConfig, "fast")
 
 

@@ -138,11 +138,15 @@ def test_pipeline_variants_cover_seeds_ablations_and_the_block_sweep():
     full = dict(pipeline.variants("03_incremental_metamorphosis", "full"))
     assert [full[f"htty-s{s}"]["SEED"] for s in range(3)] == [0, 1, 2] and "neumeta-s2" in full and "prefit-s2" in full
     assert [full[f"null-s{s}"]["GAMMAS_EVAL"] for s in range(3)] == [[0.0]] * 3  # one network: evaluated once
+    assert len(full) == 15 and not any("-no-" in k or k == "htty-x3" for k in full)  # ablations: their own profile
+    ablations = dict(pipeline.variants("03_incremental_metamorphosis", "ablations"))
     for method in ("htty", "prefit"):
-        assert {v["ABLATION"] for k, v in full.items() if k.startswith(f"{method}-no-")} == set(C.ABLATIONS[method]) - {"none"}
-    blocks = C.build(C.MorphConfig, "full").setting
-    assert full["neumeta-blocks1"]["SETTING"] == f"{blocks}:1" and "neumeta-blocks3" not in full  # 3 = the main run
-    assert full["htty-x3"]["EPOCH_SCALE"] == 3 and full["htty-blocks1"]["SETTING"] == f"{blocks}:1" and len(full) == 29
+        assert {v["ABLATION"] for k, v in ablations.items() if k.startswith(f"{method}-no-")} == \
+            set(C.ABLATIONS[method]) - {"none"}
+    blocks = C.build(C.MorphConfig, "ablations").setting
+    assert ablations["neumeta-blocks1"]["SETTING"] == f"{blocks}:1" and "neumeta-blocks3" not in ablations  # the main run
+    assert ablations["htty-x3"]["EPOCH_SCALE"] == 3 and ablations["htty-blocks1"]["SETTING"] == f"{blocks}:1"
+    assert full["neumeta-blocks1"] == ablations["neumeta-blocks1"] and len(ablations) == 21
     assert pipeline.variants("07_why_blocks_switch_off", "full") == [("", {
         "PAPER": "htty-s0", "OURS": "prefit-s0", "NULL": "null-s0", "BASELINE": "neumeta-s0"})]
 
@@ -157,7 +161,7 @@ def test_pipeline_names_the_failing_notebook_and_cell(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     nbformat.write(nb, folder / "07_broken.ipynb")
-    with pytest.raises(KitError, match=r"07_broken failed in cell 3 \(`raise ValueError\('broken on purpose'\)`\) with ValueError: broken on purpose"):
+    with pytest.raises(KitError, match=r"07_broken failed in cell 3, line 1 \(`raise ValueError\('broken on purpose'\)`\) with ValueError: broken on purpose"):
         pipeline.run(profile="smoke", out=tmp_path / "run", folder=folder)
     assert io.read_json(tmp_path / "run" / "pipeline.json")["notebooks"][0]["status"] == "failed"
 
@@ -182,7 +186,7 @@ def test_notebook_04_records_every_baseline_at_h_gamma(smoke_run):
     assert sorted(table.loc[table.family == "individual", "gamma"]) == [0.0, *cfg.individual_gammas]
     assert table.groupby(["method", "gamma", "seed"]).size().max() == 1 and table["accuracy"].between(0, 1).all()
     assert m["setting"] == cfg.setting and m["individual_train_seconds"] > 0 and m["config"]["profile"] == "smoke"
-    for name in ("baselines.png", "rows.json", "scores.pt", "individual-0.5/prior.pt"):
+    for name in ("baselines.png", "rows.json", "scores-s0.pt", "individual-0.5/prior.pt"):
         assert (folder / name).is_file(), name
 
 
@@ -227,7 +231,8 @@ def test_notebook_05_on_a_run_folder_missing_inputs(smoke_run, tmp_path):
     assert any("run notebook 04" in n for n in m["notes"])
     table1 = (run / "05_figures" / "table1.md").read_text()
     assert "| Individual | – |" in table1 and "| NeuMeta | – |" in table1 and "| HTTY (paper 000) | 1 |" in table1
-    assert (run / "05_figures" / "fig4_compression.png").is_file() and (run / "report.md").is_file()
+    assert (run / "05_figures" / "fig4_compression.png").is_file()
+    assert (run / "05_figures" / "run-level" / "report.md").is_file()  # the pipeline, not a notebook, publishes it
 
 
 @pytest.mark.notebook

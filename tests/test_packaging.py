@@ -66,4 +66,4 @@ def test_lab_opens_jupyterlab_on_the_notebooks_with_this_interpreter(monkeypatch
     assert kit.cli.main(["lab", "--port", "8890", "--no-browser"]) == 0
     root = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []  # JupyterLab refuses root without it
     assert calls == [[sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={PROJECT_ROOT / 'notebooks'}",
-                      "--ServerApp.port=8890", "--no-browser", *root]]
+                      "--ServerApp.port=8890", "--ServerApp.port_retries=0", "--no-browser", *root]]

@@ -50,7 +50,7 @@ def test_permuting_channels_preserves_logits(depth, width, batchnorm):
 def test_smooth_reports_equivalence_and_lower_tv():
     model = _net(20, 16, batchnorm=False)
     x = torch.randn(8, 3, 32, 32)
-    smoothed, report = permute.smooth(model, x, method="tsp", seconds_per_group=0.05)
+    smoothed, report = permute.smooth(model, x, method="tsp")
     assert report["max_logit_diff"] <= 1e-4
     assert report["tv_after"] < report["tv_before"] and 0 < report["tv_reduction"] < 1
     assert report["tv_after"] == pytest.approx(permute.total_variation(smoothed)[0])
@@ -81,38 +81,80 @@ def trained(tmp_path_factory):
 def test_tsp_beats_random_and_greedy_on_a_trained_network(trained):
     model, _ = trained
     x = torch.randn(4, 1, 28, 28)
-    tv = {m: permute.smooth(model, x, method=m, seconds_per_group=0.05)[1]["tv_after"]
+    tv = {m: permute.smooth(model, x, method=m)[1]["tv_after"]
           for m in ("identity", "random", "greedy", "tsp")}
     assert tv["tsp"] < tv["identity"] and tv["tsp"] < tv["random"] and tv["tsp"] < tv["greedy"]
 
 
 @pytest.mark.parametrize("n", [3, 5, 6, 8])
 @pytest.mark.parametrize("method", ["tsp", "2opt"])
-def test_path_is_optimal_on_small_groups(n, method):
-    rng = np.random.default_rng(n)
-    feats = torch.from_numpy(rng.normal(size=(n, 12)))
-    dist = permute.l1_distances(feats)
-    best = min(permute.path_length(dist, p) for p in itertools.permutations(range(n)))
-    order, _ = permute.shortest_path(dist, method, seconds=0.05)
-    assert sorted(order.tolist()) == list(range(n))
-    tolerance = n * dist.max() / 30000 if method == "tsp" else 1e-9  # fast-tsp sees distances rounded to integers
-    if method == "tsp":
-        assert permute.path_length(dist, order) <= best + tolerance
-    else:  # 2-opt is a local search: optimal on these tiny cases is not promised, near-optimal is
-        assert permute.path_length(dist, order) <= 1.25 * best
+def test_path_is_near_optimal_on_small_groups(n, method):
+    """Brute force as the oracle: a local search promises no optimum, but on a few channels it comes close."""
+    for case in range(10):
+        rng = np.random.default_rng(100 * n + case)
+        dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(n, 12))))
+        best = min(permute.path_length(dist, p) for p in itertools.permutations(range(n)))
+        order, _ = permute.shortest_path(dist, method)
+        assert sorted(order.tolist()) == list(range(n))
+        assert permute.path_length(dist, order) <= (1.02 if method == "tsp" else 1.25) * best
+        assert permute.path_length(dist, order) <= permute.path_length(dist, permute.greedy_path(dist)) + 1e-9
 
 
-def test_two_opt_reaches_a_local_optimum_from_a_random_start():
+def _reversals(order):
+    for i in range(len(order)):
+        for j in range(i + 1, len(order)):
+            trial = order.copy()
+            trial[i:j + 1] = trial[i:j + 1][::-1]
+            yield trial
+
+
+def _relocations(order, longest=3):
+    for length in range(1, longest + 1):
+        for i in range(len(order) - length + 1):
+            run, rest = order[i:i + length], np.concatenate([order[:i], order[i + length:]])
+            for at in range(len(rest) + 1):
+                for piece in (run, run[::-1]):
+                    yield np.concatenate([rest[:at], piece, rest[at:]])
+
+
+@pytest.mark.parametrize("or_opt", [False, True], ids=["2opt", "2opt+oropt"])
+def test_descent_reaches_a_local_optimum_from_a_random_start(or_opt):
+    """Brute force over every move the descent considers: none shortens its result any more."""
     rng = np.random.default_rng(7)
     dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(14, 6))))
     start = rng.permutation(14)
-    order = permute.two_opt(dist, start.copy(), seconds=5.0)
-    assert permute.path_length(dist, order) < permute.path_length(dist, start)
-    for i in range(14):  # brute force: no segment reversal shortens the result any more
-        for j in range(i + 1, 14):
-            trial = order.copy()
-            trial[i:j + 1] = trial[i:j + 1][::-1]
-            assert permute.path_length(dist, trial) >= permute.path_length(dist, order) - 1e-9
+    order = permute.descend(dist, start.copy(), or_opt=or_opt)
+    assert sorted(order.tolist()) == list(range(14))
+    length = permute.path_length(dist, order)
+    assert length < permute.path_length(dist, start)
+    moves = itertools.chain(_reversals(order), _relocations(order) if or_opt else ())
+    assert all(permute.path_length(dist, trial) >= length - 1e-9 for trial in moves)
+
+
+def test_or_opt_finds_what_2opt_cannot():
+    """A channel that belongs elsewhere is moved in one relocation; 2-opt alone leaves a longer path here."""
+    rng = np.random.default_rng(11)
+    worse = 0
+    for _ in range(20):
+        dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(30, 8))))
+        greedy = permute.greedy_path(dist)
+        two, both = permute.descend(dist, greedy, or_opt=False), permute.descend(dist, greedy)
+        assert permute.path_length(dist, both) <= permute.path_length(dist, greedy) + 1e-9
+        worse += permute.path_length(dist, two) > permute.path_length(dist, both) + 1e-9
+    assert worse > 0
+
+
+def test_the_search_is_deterministic_and_never_reads_a_clock(monkeypatch):
+    """Same distances and seed, same order, however time passes: a clock read anywhere in the solver would show."""
+    import time
+    rng = np.random.default_rng(5)
+    dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(64, 16))))
+    reference, _ = permute.shortest_path(dist, "tsp", seed=3)
+    ticks = iter(np.cumsum(rng.exponential(1e3, size=100000)))  # a clock that jumps by ~1000 s per read
+    for name in ("time", "perf_counter", "monotonic", "process_time"):
+        monkeypatch.setattr(time, name, lambda: next(ticks))
+    again, _ = permute.shortest_path(dist, "tsp", seed=3)
+    assert np.array_equal(reference, again)
 
 
 def test_greedy_is_the_best_nearest_neighbour_path():
@@ -129,11 +171,11 @@ def test_greedy_is_the_best_nearest_neighbour_path():
     assert permute.path_length(dist, permute.greedy_path(dist)) == pytest.approx(best)
 
 
-def test_dummy_city_is_rotated_not_spliced():
-    """Points on a line: the only optimal open paths run end to end; splicing the dummy out breaks that."""
+def test_points_on_a_line_are_visited_end_to_end():
+    """Points on a line: the only optimal open paths run from one end to the other."""
     pos = np.array([0.0, 7.0, 2.0, 9.0, 4.0, 1.0, 8.0, 3.0, 5.0, 6.0] * 3)[:25] + np.arange(25) * 10.0
     dist = np.abs(pos[:, None] - pos[None, :])
-    order, _ = permute.shortest_path(dist, "tsp", seconds=0.2)
+    order, _ = permute.shortest_path(dist, "tsp")
     assert permute.path_length(dist, order) == pytest.approx(pos.max() - pos.min())
 
 
@@ -158,8 +200,8 @@ def test_groups_match_torch_pruning_dependency_graph():
 def test_saved_permutation_is_reused(trained, tmp_path):
     _, result = trained
     x = torch.randn(4, 1, 28, 28)
-    first, r1 = permute.smooth_checkpoint(result.checkpoint, tmp_path / "smoothed.pt", x, seconds_per_group=0.02)
-    again, r2 = permute.smooth_checkpoint(result.checkpoint, tmp_path / "smoothed.pt", x, seconds_per_group=0.02)
+    first, r1 = permute.smooth_checkpoint(result.checkpoint, tmp_path / "smoothed.pt", x)
+    again, r2 = permute.smooth_checkpoint(result.checkpoint, tmp_path / "smoothed.pt", x)
     assert not r1["reused_permutation"] and r2["reused_permutation"]
     assert r1["permutation"] == r2["permutation"]
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
@@ -187,7 +229,7 @@ def test_failed_smoothing_writes_nothing(tmp_path):
     with torch.no_grad():
         broken.layer1[0].conv2.weight[0, 0, 0, 0] = float("inf")
     io.save_torch({"arch": broken.arch, "state_dict": broken.state_dict()}, tmp_path / "prior.pt")
-    with pytest.raises(KitError, match="layer1.0.conv2.weight holds NaN or infinite"):
+    with pytest.raises(KitError, match="non-finite values .NaN or infinity. in layer1.0.conv2.weight"):
         permute.smooth_checkpoint(tmp_path / "prior.pt", tmp_path / "smoothed.pt", torch.randn(1, 3, 8, 8))
     assert not (tmp_path / "smoothed.pt").exists()
 

@@ -3,13 +3,14 @@ so each run takes seconds, not minutes.
 
 The stand-ins append their run's name to a log file when they execute, so a test counts what really ran rather
 than trusting the records the pipeline returns."""
+import contextlib
 import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from kit import cli, io, overrides, pipeline, stamps
+from kit import cli, io, lock, overrides, pipeline, stamps
 from kit.errors import KitError
 
 MORPH = "03_incremental_metamorphosis"  # the stem variants() keys on: HTTY and NeuMeta, each also on one block
@@ -128,7 +129,7 @@ def test_a_run_of_other_settings_is_refused_and_the_folder_is_untouched(kit_fold
     assert _snapshot(out) == before and ran() == []
 
 
-def test_a_failed_rerun_keeps_the_good_run(tmp_path):
+def test_a_failed_rerun_keeps_the_good_run_until_a_later_success_tidies_the_failure_away(tmp_path):
     folder, log, flag = tmp_path / "notebooks", tmp_path / "executions.log", tmp_path / "fail"
     folder.mkdir()
     params = 'OUT_DIR = ""\nRUN_DIR = ""\n'
@@ -142,8 +143,10 @@ def test_a_failed_rerun_keeps_the_good_run(tmp_path):
     good = _snapshot(out / "02_b")
 
     flag.touch()
-    with pytest.raises(KitError, match=r"02_b failed in cell 2 .*/02_b.failed.ipynb; the previous run's folder is "
-                                       r"untouched, and rerunning the same command resumes this attempt"):
+    failing = (r"02_b failed in cell 2, line 11 \(`raise RuntimeError\('broken on purpose'\)`\) with RuntimeError: "
+               r"broken on purpose; the executed notebook is .*/02_b.failed.ipynb; the previous run's folder is "
+               r"untouched, and rerunning the same command resumes this attempt")  # the line that raised, named
+    with pytest.raises(KitError, match=failing):
         pipeline.run(profile="smoke", out=out, folder=folder, only=["02"], force=True)
     after = _snapshot(out / "02_b")
     assert after.pop("02_b.failed.ipynb") and after == good  # the good notebook, stamp and outputs, byte for byte
@@ -152,15 +155,23 @@ def test_a_failed_rerun_keeps_the_good_run(tmp_path):
 
     flag.unlink()
     log.unlink()
-    records = pipeline.run(profile="smoke", out=out, folder=folder, seeds=2)  # the good run is still complete
-    assert [r["status"] for r in records] == ["skipped", "skipped"] and not log.exists()
-    assert io.read_json(out / "pipeline.json")["seeds"] == 2
     pipeline.run(profile="smoke", out=out, folder=folder, only=["02"], force=True)  # success supersedes the failure
     assert not (out / "02_b" / "02_b.failed.ipynb").exists() and log.read_text().split() == ["02_b"]
     assert (out / "02_b" / "partial").read_text() == "x"  # the attempt was resumed from its staging folder
     assert (out / "02_b" / "user-notes.txt").read_text() == "mine"  # the user's file is carried over
     assert set(io.read_json(out / "02_b" / stamps.STAMP)["outputs"]) == {"metrics.json", "model.pt", "partial"}
-    assert not (out / ".staging" / "02_b").exists()
+    assert not (out / ".staging").exists()
+
+    flag.touch()  # it fails again; a later run that finds 02_b up to date (its good run) tidies the failure away
+    with pytest.raises(KitError, match=failing):
+        pipeline.run(profile="smoke", out=out, folder=folder, only=["02"], force=True)
+    assert (out / ".staging" / "02_b").is_dir() and (out / "02_b" / "02_b.failed.ipynb").is_file()
+    flag.unlink()
+    log.unlink()
+    records = pipeline.run(profile="smoke", out=out, folder=folder, seeds=2)  # no notebook 03: the same runs
+    assert [r["status"] for r in records] == ["skipped", "skipped"] and not log.exists()
+    assert not (out / ".staging").exists() and not (out / "02_b" / "02_b.failed.ipynb").exists()
+    assert (out / "02_b" / "user-notes.txt").read_text() == "mine" and io.read_json(out / "pipeline.json")["seeds"] == 2
 
 
 def test_an_unreadable_stamp_means_rerun(kit_folder):
@@ -184,8 +195,14 @@ def test_seeds_sets_the_seeded_rows_of_notebook_03():
     full, single = pipeline.variants(MORPH, "full"), pipeline.variants(MORPH, "full", seeds=1)
     assert [n for n, _ in single[:5]] == ["null", "null-blocks1", "htty", "neumeta", "prefit"]
     assert single[5:] == full[13:]  # the other rows run once either way
-    assert len(single) == 21 and len(pipeline.variants(MORPH, "paper", seeds=1)) == 25  # paper: 6-block sweep
+    assert single == pipeline.variants(MORPH, "quick")  # full is quick at three seeds: no ablation rows
+    ablations = pipeline.variants(MORPH, "ablations")
+    assert ablations[:len(single)] == single and len(ablations) == 21  # + block sweep, 12 ablations, HTTY ×3
+    assert {n for n, _ in ablations[len(single):]} >= {"neumeta-blocks2", "htty-no-alpha", "prefit-no-prefit", "htty-x3"}
+    assert len(pipeline.variants(MORPH, "paper", seeds=1)) == 25  # paper: 6-block sweep
     assert pipeline.variants("01_prior_training", "full", seeds=4) == [("", {})]
+    assert pipeline.variants("04_baselines", "full") == [("", {"SEEDS": 3})]  # every seed's baselines in one run
+    assert pipeline.variants("04_baselines", "quick", seeds=2) == [("", {"SEEDS": 2})]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
@@ -259,3 +276,255 @@ def test_kernels_talk_over_ipc_without_warnings_or_stray_files(kit_folder, capfd
     pipeline.run(profile="smoke", out=out, folder=folder, only=["01"])
     assert "without encryption" not in capfd.readouterr().err and ran() == ["01_a"]
     assert sorted(p.name for p in folder.iterdir()) == before  # no kernel-ipc-N sockets beside the notebooks
+
+
+RUNNER = """import sys
+from kit import pipeline
+from kit.errors import KitError
+try:
+    pipeline.run(profile="smoke", out=sys.argv[1], folder=sys.argv[2])
+except KitError as err:  # as the command line prints it
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_two_pipelines_started_together_on_one_folder(tmp_path):
+    """The one that gets the folder holds it until its notebook is let go, so the other necessarily tries while
+    it is held: refused, naming the first, which then finishes undisturbed."""
+    import subprocess
+    import sys
+    import time
+    folder, log, go = tmp_path / "notebooks", tmp_path / "executions.log", tmp_path / "go"
+    folder.mkdir()
+    _notebook(folder / "01_a.ipynb", 'OUT_DIR = ""\nRUN_DIR = ""\n', log,
+              extra=f"import time\nfor _ in range(1200):\n    if os.path.exists({str(go)!r}):\n        break\n"
+                    "    time.sleep(0.1)")
+    out = tmp_path / "run"
+    both = [subprocess.Popen([sys.executable, "-c", RUNNER, str(out), str(folder)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for _ in range(1200):  # until one has exited: the refused one (the other waits for `go`)
+        if any(p.poll() is not None for p in both):
+            break
+        time.sleep(0.1)
+    refused = next(p for p in both if p.poll() is not None)
+    first = next(p for p in both if p is not refused)
+    error = refused.stderr.read()
+    assert refused.returncode == 2 and first.poll() is None, error
+    assert error.startswith(f"error: {out.resolve()} is being written by pipeline (pid {first.pid} on ") and \
+        error.count("\n") == 1 and "Traceback" not in error  # one sentence, naming the other process
+    go.touch()
+    stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert log.read_text().split() == ["01_a"] and stamps.intact(out / "01_a") is not None
+    assert not (out / ".staging").exists() and not (out / lock.LOCK).exists()
+
+
+class _Killed(BaseException):
+    """A SIGKILL at one step: nothing after it runs, not even cleanup handlers (see _kill_at)."""
+
+
+def _kill_at(monkeypatch, step: int | None) -> list:
+    """Make the `step`-th file-system change (rename, delete, mkdir; None: none) and every one after it raise
+    _Killed, as if the process died there; returns the log of changes made."""
+    import os
+    done = []
+
+    def wrap(name):
+        real = getattr(os, name)
+
+        def changed(*args, **kwargs):
+            if step is not None and len(done) >= step:
+                raise _Killed(name)
+            done.append(name)
+            return real(*args, **kwargs)
+        monkeypatch.setattr(os, name, changed)
+    for name in ("replace", "rename", "unlink", "rmdir", "mkdir"):
+        wrap(name)
+    return done
+
+
+def _a_run_and_its_attempt(run: Path, name: str = f"{MORPH}/htty") -> dict:
+    """run/<name>: a stamped run, its published report, a user's files and an earlier failure's notebook; its
+    successful attempt in staging, ready to promote. Returns the attempt's `wanted`."""
+    old, nb, wanted = run / name, "03.ipynb", {"parameters": {"X": 1}, "upstream": {}}
+    stamps.prepare(stamps.staging(run, name), wanted)
+    for folder, what in ((old, "old"), (stamps.staging(run, name), "new")):
+        (folder / stamps.RUN_LEVEL).mkdir(parents=True)
+        (folder / "model.pt").write_text(what)
+        (folder / nb).write_text(f"{what} notebook")
+        (folder / stamps.RUN_LEVEL / "report.md").write_text(f"{what} report")
+    stamps.write(old, {"parameters": {"X": 0}}, old / nb, "old-id", "then")
+    stamps.publish(old, run)
+    (old / "notes.txt").write_text("mine")
+    (old / "sub").mkdir()
+    (old / "sub" / "more.txt").write_text("mine too")
+    (old / ("03" + stamps.FAILED)).write_text("an earlier failure")
+    return wanted
+
+
+def _users_files(run: Path, name: str = f"{MORPH}/htty") -> list[str]:
+    """Where the user's two files are, wherever a promote left them (in the run, the attempt or the old run)."""
+    places = [run / name, stamps.staging(run, name), run / stamps.STAGING / (name + stamps.REPLACED)]
+    return sorted(f"{p.relative_to(run)}:{f}" for p in places for f in ("notes.txt", "sub/more.txt")
+                  if (p / f).is_file() and (p / f).read_text().startswith("mine"))
+
+
+def test_a_promote_killed_at_any_step_leaves_the_old_or_the_new_run_with_the_users_files(tmp_path, monkeypatch):
+    name = f"{MORPH}/htty"
+    wanted = _a_run_and_its_attempt(tmp_path / "clean")
+    steps = _kill_at(monkeypatch, None)
+    stamps.promote(tmp_path / "clean", name, wanted, "03.ipynb", "new-id", "now")
+    monkeypatch.undo()
+    assert len(steps) >= 8, steps  # the journal, the carry-over, the swap, the clean-up, the report
+    outcomes = set()
+    for step in range(len(steps)):
+        run = tmp_path / f"killed-at-{step}"
+        wanted = _a_run_and_its_attempt(run)
+        _kill_at(monkeypatch, step)
+        with pytest.raises(_Killed):
+            stamps.promote(run, name, wanted, "03.ipynb", "new-id", "now")
+        monkeypatch.undo()
+        assert len(_users_files(run)) == 2, (step, _users_files(run))  # each file somewhere, never lost
+        assert stamps.recover(run) in (None, name)  # what the next pipeline does first
+        final = stamps.read(run / name)
+        if final["id"] == "old-id":  # killed before the journal: the old run, whole, and the attempt to resume
+            outcomes.add("old")
+            assert stamps.intact(run / name) and (run / "report.md").read_text() == "old report"
+            assert stamps.prepare(stamps.staging(run, name), wanted) is True  # resumed, not thrown away
+            stamps.promote(run, name, wanted, "03.ipynb", "new-id", "now")
+        else:
+            outcomes.add("new")
+        assert stamps.intact(run / name)["id"] == "new-id" and (run / name / "model.pt").read_text() == "new"
+        assert _users_files(run) == [f"{name}:notes.txt", f"{name}:sub/more.txt"], step
+        assert (run / "report.md").read_text() == "new report"  # published once in place, never before
+        assert not (run / stamps.STAGING).exists() and not (run / stamps.JOURNAL).exists(), step
+        assert not (run / name / ("03" + stamps.FAILED)).exists()  # superseded by the success
+    assert outcomes == {"old", "new"}
+
+
+def test_recovery_itself_killed_is_finished_by_the_next(tmp_path, monkeypatch):
+    name = f"{MORPH}/htty"
+    for first in (3, 6, 9):  # a promote killed mid-way, then its recovery killed at each of its steps
+        for second in range(12):
+            run = tmp_path / f"{first}-{second}"
+            wanted = _a_run_and_its_attempt(run)
+            _kill_at(monkeypatch, first)
+            with pytest.raises(_Killed):
+                stamps.promote(run, name, wanted, "03.ipynb", "new-id", "now")
+            monkeypatch.undo()
+            _kill_at(monkeypatch, second)
+            with contextlib.suppress(_Killed):
+                stamps.recover(run)
+            monkeypatch.undo()
+            assert len(_users_files(run)) == 2
+            stamps.recover(run)
+            if stamps.read(run / name)["id"] == "old-id":
+                stamps.promote(run, name, wanted, "03.ipynb", "new-id", "now")
+            assert stamps.intact(run / name)["id"] == "new-id" and not (run / stamps.STAGING).exists()
+            assert _users_files(run) == [f"{name}:notes.txt", f"{name}:sub/more.txt"]
+
+
+def test_an_unreadable_promote_journal_is_one_sentence(tmp_path):
+    for journal in ("{half", '{"name": "../../elsewhere", "executed": "a", "wanted": {}, "id": 1, "finished": 1}'):
+        (tmp_path / stamps.JOURNAL).write_text(journal)
+        with pytest.raises(KitError, match=r"\.promote\.json \(a promote under way\) cannot be read; delete it"):
+            stamps.recover(tmp_path)
+
+
+def test_p_values_are_checked_against_the_notebooks_before_any_work(kit_folder, tmp_path):
+    real = tmp_path / "real"
+    for value, message in [("abc", r"-p 04:FINETUNE_EPOCHS \"abc\": config key 'finetune_epochs' must be int"),
+                           (-3, r"-p 04:FINETUNE_EPOCHS -3: .*finetune_epochs, finetune_images ≥ 0"),
+                           (1.5, r"must be int, got 1.5")]:
+        with pytest.raises(KitError, match=message):  # through the config field the parameter sets
+            pipeline.run(profile="smoke", out=real, params=[("04:FINETUNE_EPOCHS", value)])
+    with pytest.raises(KitError, match=r"-p 04:CRITERIA \[\"nope\"\]: unknown pruning criterion 'nope'"):
+        pipeline.run(profile="smoke", out=real, params=[("04:CRITERIA", ["nope"])])
+    assert not real.exists()
+    folder, out, ran = kit_folder  # a parameter no config holds: the type of its default
+    with pytest.raises(KitError, match=r"-p X \"abc\": 02_b declares X = 0, so it takes a int, not a str"):
+        pipeline.run(profile="smoke", out=out, folder=folder, params=[("X", "abc")])
+    with pytest.raises(KitError, match=r"takes a int, not a bool"):
+        pipeline.run(profile="smoke", out=out, folder=folder, params=[("X", True)])
+    assert ran() == [] and not out.exists()
+
+
+def test_a_closed_stdout_silences_the_pipeline_but_does_not_stop_it(tmp_path):
+    """`kit pipeline | head -3`: once the reader has gone, every print fails; here it is gone from the start (and
+    then, as with `2>&1 | head`, for stderr too)."""
+    import os
+    import subprocess
+    import sys
+    folder, log = tmp_path / "notebooks", tmp_path / "executions.log"
+    folder.mkdir()
+    _notebook(folder / "01_a.ipynb", 'OUT_DIR = ""\nRUN_DIR = ""\n', log,
+              extra="import sys\nprint('cell output\\n' * 100)\nprint('a warning', file=sys.stderr)")
+    for out, both in ((tmp_path / "run", False), (tmp_path / "run-2", True)):
+        read, write = os.pipe()
+        os.close(read)
+        done = subprocess.run([sys.executable, "-c", RUNNER, str(out), str(folder)], stdout=write,
+                              stderr=write if both else subprocess.PIPE, text=True, timeout=300)
+        os.close(write)
+        assert done.returncode == 0 and (both or done.stderr == "a warning\n"), done.stderr  # and no traceback
+        assert stamps.intact(out / "01_a") is not None and not (out / ".staging").exists()
+    assert log.read_text().split() == ["01_a", "01_a"]
+
+
+def test_device_is_not_stamped_and_a_full_disk_or_read_only_folder_is_one_sentence(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+    folder, log, out = tmp_path / "notebooks", tmp_path / "executions.log", tmp_path / "run"
+    folder.mkdir()
+    _notebook(folder / "01_a.ipynb", 'OUT_DIR = ""\nRUN_DIR = ""\nDEVICE = "auto"\n', log)
+    assert [r["status"] for r in pipeline.run(profile="smoke", out=out, folder=folder)] == ["ok"]
+    assert "DEVICE" not in io.read_json(out / "01_a" / stamps.STAMP)["parameters"]
+    capsys.readouterr()
+    # --device cpu on a run made with auto: the same runs (on this CPU machine, and on any), said in one line
+    assert [r["status"] for r in pipeline.run(profile="smoke", out=out, folder=folder, device="cpu")] == ["skipped"]
+    assert "made with --device auto; those this invocation makes use cpu" in capsys.readouterr().out
+    assert log.read_text().split() == ["01_a"] and io.read_json(out / "pipeline.json")["device"] == "cpu"
+
+    before = _snapshot(out)
+    real_write = Path.write_text
+
+    def full(self, text, *args, **kwargs):  # the disk fills up half-way through pipeline.json
+        if self.name.startswith(".pipeline.json."):
+            real_write(self, text[:len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write(self, text, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(KitError, match=rf"Writing in {out} failed: No space left on device \(.*\.pipeline\.json\..*"
+                                       r"\); free space or fix the folder's permissions, then rerun the same command"):
+        pipeline.run(profile="smoke", out=out, folder=folder, device="cpu")
+    monkeypatch.undo()
+    assert _snapshot(out) == before  # no partial file; the old record whole
+
+    real_access = os.access  # a read-only run folder (as root, permissions would not stop a write)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != out and real_access(p, mode, **kw))
+    with pytest.raises(KitError, match=rf"{out} cannot be written by this user \(read-only\?\); make it writable"):
+        pipeline.run(profile="smoke", out=out, folder=folder, device="cpu")
+    assert _snapshot(out) == before
+
+
+def test_another_number_of_seeds_is_refused_where_it_would_mix_runs(kit_folder):
+    folder, out, ran = kit_folder
+    (out / MORPH / "htty").mkdir(parents=True)  # a 1-seed run folder's notebook-03 run, as the pipeline leaves it
+    io.write_json({"id": "1", "outputs": {}}, out / MORPH / "htty" / stamps.STAMP)
+    io.write_json({"profile": "smoke", "dataset": "fashion-mnist", "seed": 0, "seeds": 1, "notebooks": []},
+                  out / "pipeline.json")
+    before = _snapshot(out)
+    with pytest.raises(KitError, match=rf"{out} holds runs of 1 seed\(s\) \({MORPH}/htty\) that --seeds 2 would "
+                                       r"leave beside its own, .*; resume with --seeds 1, or give this run another"):
+        pipeline.run(profile="smoke", out=out, folder=folder, seeds=2)
+    assert _snapshot(out) == before and ran() == []
+    every = lambda k: [(nb, s, e) for nb in pipeline.discover(folder)  # noqa: E731
+                       for s, e in pipeline.variants(nb.stem, "smoke", 0, k)]
+    identity = {"profile": "smoke", "dataset": "fashion-mnist", "seed": 0}
+    for k in (0, 1):  # 2 seeds → 3 adds htty-s2/ …: every run of the folder's plan is in the new one
+        io.write_json({"id": "1", "outputs": {}}, out / MORPH / f"htty-s{k}" / stamps.STAMP)
+    (out / MORPH / "htty" / stamps.STAMP).unlink()
+    io.write_json({**identity, "seeds": 2, "notebooks": []}, out / "pipeline.json")
+    pipeline._check_folder(out, identity, 3, every(3), pipeline.discover(folder), {})
+    with pytest.raises(KitError, match=r"holds runs of 2 seed\(s\) \(.*htty-s0, .*htty-s1\) that --seeds 1"):
+        pipeline._check_folder(out, identity, 1, every(1), pipeline.discover(folder), {})

@@ -52,8 +52,11 @@ def test_table_1_holds_mean_and_std_over_seeds_and_the_individual_cost(run_folde
     assert (main, one) == (SETTING, SETTING + ":1") and run.notes == []
     table = report.paper_table(run, main, "Table 1")
     assert table.columns == ["γ = 0", "γ = 0.25", "γ = 0.5", "γ = 0.265625 (unseen)", "train cost (min, cpu)"]
-    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty", "htty − alpha", "null"]
-    assert table.rows[-1]["values"][:4] == [(79.0, 0.0)] * 4  # the null control's one accuracy in every γ column
+    pruning = [f"prune-{c}" for c in ("random", "l1", "l2", "taylor", "hessian")]
+    assert [r["key"] for r in table.rows] == ["individual", "neumeta", "htty", "htty − alpha", "null", *pruning]
+    assert table.rows[-1]["name"] == "Pruning, Hessian (no fine-tuning)" and table.rows[-1]["seeds"] == 1
+    assert table.rows[-1]["values"][:3] == [None, (50.0, 0.0), (50.0, 0.0)]  # pruned to γ = 0.25, 0.5 only
+    assert table.rows[4]["values"][:4] == [(79.0, 0.0)] * 4  # the null control's one accuracy in every γ column
     assert "HTTY (paper 000) averages +3.00 points against the null control" in report.describe_table(table)
     htty = table.rows[2]
     assert htty["seeds"] == 2 and htty["values"][0] == pytest.approx((82.0, 2 ** 0.5 * 2))  # mean, sample std in %
@@ -164,7 +167,8 @@ def test_the_report_caveats_htty_gaps_when_its_blocks_are_switched_off(run_folde
     assert set(blocks) == {"htty", "neumeta"} and len(blocks["htty"]) == 6  # both seeds' blocks, keyed by seed
     table = report.paper_table(run, main, "Table 1")
     text = report.describe_table(table, blocks)
-    gap = re.search(r"HTTY averages [\d.]+% against NeuMeta's [\d.]+% \(([+-][\d.]+) points\)", text)
+    gap = re.search(r"HTTY averages [\d.]+% against NeuMeta's [\d.]+% \(([+-][\d.]+) points; one seed: no spread\)",
+                    text)  # NeuMeta ran one seed
     assert gap and "Caveat: HTTY's generated blocks are switched off in this run (3 generated block(s), branch " \
                    "scale 0.000–0.009, kernel error 1.00–1.04)" in text
     assert text.index("Caveat") > gap.end()  # the caveat follows the comparison it qualifies
@@ -235,3 +239,116 @@ def test_the_training_loss_is_labelled_as_what_it_is_with_stage_boundaries():
     assert "KL to the prior" in study.objective_text(prefit) and "relative" in study.objective_text(prefit)
     assert "reconstruction" not in study.objective_text(C.build(C.MorphConfig, "smoke", {"method": "null"}))
     plt.close("all")
+
+
+# ---------------------------------------------------------------- seeds: spread in every table and sentence
+
+def test_the_seed_spread_rule_is_the_sum_of_the_two_stds_and_needs_two_seeds_a_side():
+    from kit import spread
+    assert spread.beyond_spread((0.90, 0.01, 3), (0.85, 0.02, 3)) is True  # 5 points > 1 + 2
+    assert spread.beyond_spread((0.90, 0.03, 3), (0.85, 0.03, 3)) is False  # 5 points < 3 + 3
+    assert spread.beyond_spread((0.86, 0.03, 3), (0.90, 0.02, 2)) is False  # 4 < 3 + 2, whichever side is larger
+    assert spread.beyond_spread((0.90, 0.0, 1), (0.50, 0.0, 3)) is None  # one seed: no spread, however large the gap
+    assert spread.spread_words((0.90, 0.01, 3), (0.85, 0.02, 3)) == \
+        "beyond the seed spread (std 1.00 + 2.00 = 3.00 points)"
+    assert spread.spread_words((90.0, 3.0, 2), (85.0, 3.0, 2), scale=1) == \
+        "within the seed spread (std 3.00 + 3.00 = 6.00 points)"
+    assert spread.spread_words((0.9, 0.0, 1), (0.8, 0.0, 1)) == spread.NO_SPREAD == "one seed: no spread"
+    a, b, one = (0.9, 0.01, 3), (0.8, 0.01, 3), (0.8, 0.0, 1)
+    assert spread.spread_over({"0": (a, b), "0.5": (a, b)}).startswith("beyond the seed spread at every γ")
+    assert spread.spread_over({"0": (a, a), "0.5": (a, a)}).startswith("within the seed spread at every γ")
+    mixed = spread.spread_over({"0": (a, one), "0.25": (a, b), "0.5": (a, a)})
+    assert mixed.startswith("beyond the seed spread at γ = 0.25; within it at γ = 0.5; γ = 0: one seed: no spread")
+    assert spread.spread_over({"0": (a, one)}) == spread.NO_SPREAD
+    avg = spread.average([(0.8, 0.02, 3), (0.6, 0.04, 2)])
+    assert avg[0] == pytest.approx(0.7) and avg[1] == pytest.approx(0.03) and avg[2] == 2
+
+
+@pytest.fixture
+def seeded_folder(tmp_path):
+    """Three seeds of every prior-dependent row, with numbers chosen so that each comparison's verdict is known:
+    HTTY 82 ± 2 at every γ; NeuMeta 71 ± 1 at γ = 0, 81 ± 1 elsewhere; the null control 80 ± 1; the Individual
+    network at γ = 0.5 88 ± 2 (its γ = 0, the prior, once); L1 pruning 60 ± 10."""
+    io.write_json({"test_accuracy": 0.9, "parameters": 1000, "config": {"data": {"name": "fashion-mnist"}},
+                   "provenance": {"device": "cpu"}}, tmp_path / "01_prior_training" / "metrics.json")
+    for s in range(3):
+        _morph(tmp_path, f"htty-s{s}", "htty", s, 0.80 + 0.02 * s, seconds=60.0 * (s + 1))
+        _morph(tmp_path, f"neumeta-s{s}", "neumeta", s, {g: (0.70 if g == "0" else 0.80) + 0.01 * s for g in KINDS})
+        _morph(tmp_path, f"null-s{s}", "null", s, {"0": 0.79 + 0.01 * s})
+    row = lambda method, family, gamma, seed, acc, seconds: {
+        "method": method, "family": family, "criterion": method.removeprefix("prune-") if family == "pruning" else "",
+        "finetuned": False, "gamma": gamma, "seed": seed, "accuracy": acc, "parameters": 1000, "macs": 1,
+        "train_seconds": seconds, "widths": {}}
+    rows = [row("individual", "individual", 0.0, s, 0.9, 600.0) for s in range(3)]  # the prior, even if repeated
+    rows += [row("individual", "individual", 0.5, s, 0.86 + 0.02 * s, 500.0 + 100 * s) for s in range(3)]
+    rows += [row("prune-l1", "pruning", g, s, 0.5 + 0.1 * s, 0.0) for s in range(3) for g in (0.25, 0.5)]
+    rows.append(row("prune-l1", "pruning", 0.5, 0, 0.5, 0.0))  # seed 0's row recorded twice (a resumed run)
+    io.write_json({"rows": rows, "setting": SETTING}, tmp_path / "04_baselines" / "metrics.json")
+    return tmp_path
+
+
+def test_baseline_rows_are_aggregated_over_seeds_with_the_prior_counted_once(seeded_folder):
+    from kit import results
+    rows = {(r["method"], r["key"]): r for r in results.baseline_rows(report.collect(seeded_folder).baselines)}
+    assert rows["individual", "0"]["seeds"] == 1 and rows["individual", "0"]["accuracy"] == (0.9, 0.0)
+    assert rows["individual", "0.5"]["seeds"] == 3 and rows["individual", "0.5"]["accuracy"] == pytest.approx((0.88, 0.02))
+    assert rows["prune-l1", "0.5"]["seeds"] == 3 and rows["prune-l1", "0.5"]["accuracy"] == pytest.approx((0.6, 0.1))
+
+
+def test_table_1_carries_the_spread_of_individual_and_pruning_rows(seeded_folder, tmp_path):
+    run = report.collect(seeded_folder)
+    table = report.paper_table(run, report.settings(run)[0], "Table 1")
+    rows = {r["key"]: r for r in table.rows}
+    individual = rows["individual"]
+    assert individual["seeds"] == 3 and individual["values"][0] == (90.0, 0.0) and report.counts(individual)[0] == 1
+    assert individual["values"][2] == pytest.approx((88.0, 2.0)) and report.counts(individual)[2] == 3
+    assert individual["values"][-1] == pytest.approx((20.0, 100 / 60))  # 600 s (the prior) + 500 / 600 / 700 s
+    assert any("γ = 0 is the prior itself, trained once (one seed: no spread), the other γ over 3 seeds" in n
+               for n in table.notes)
+    assert rows["prune-l1"]["values"][2] == pytest.approx((60.0, 10.0)) and rows["prune-l1"]["seeds"] == 3
+    assert rows["htty"]["values"][0] == pytest.approx((82.0, 2.0)) and rows["htty"]["seeds"] == 3
+    md = report.to_markdown(table)
+    assert "| Individual | 3 | 90.00 (1 seed) | – | 88.00 ± 2.00 | – | 20.00 ± 1.67 |" in md
+    assert "| Pruning, L1 (no fine-tuning) | 3 | – | 60.00 ± 10.00 | 60.00 ± 10.00 | – |" in md
+    report.write_table(table, tmp_path / "out", "t1")
+    with open(tmp_path / "out" / "t1.csv", newline="") as f:
+        first = next(csv.DictReader(f))
+    assert (first["row"], first["γ = 0 seeds"], first["γ = 0.5 seeds"], first["γ = 0.25 seeds"]) == \
+        ("Individual", "1", "3", "")
+
+
+def test_every_comparison_of_the_report_says_whether_it_exceeds_the_seed_spread(seeded_folder):
+    run = report.collect(seeded_folder)
+    text = report.describe_table(report.paper_table(run, report.settings(run)[0], "Table 1"))
+    assert "HTTY averages 82.00% against NeuMeta's 78.50% (+3.50 points; beyond the seed spread at γ = 0; within " \
+           "it at γ = 0.25, 0.5, 0.265625 (unseen) (spread: the sum of the two rows' std over seeds))" in text
+    assert "networks' 89.00% (-7.00 points; beyond the seed spread at γ = 0.5; γ = 0: one seed: no spread" in text
+    assert "HTTY (paper 000) averages +2.00 points against the null control (the prior with these blocks removed, " \
+           "tail retrained); within the seed spread at every γ" in text
+    one = report.describe_table(report.paper_table(report.collect(seeded_folder.parent / "nothing"), None, "x"))
+    assert "spread" not in one  # no rows, no comparison
+
+
+def test_the_summary_and_the_null_verdicts_state_the_spread(seeded_folder, capsys):
+    from kit import cli, results
+    summary = results.summarise(results.morph_runs(seeded_folder))
+    words = results.versus_null(summary)
+    assert words["htty"].endswith("; the gap is within the seed spread at every γ (spread: the sum of the two rows' "
+                                  "std over seeds).")
+    cmp = results.comparison(summary, 0.9)
+    assert cmp["margin"]["0"]["beyond"] is True and cmp["margin"]["0.5"]["beyond"] is False
+    assert cmp["prior_gap_words"] == "one seed: no spread"  # the prior is one network
+    assert cli.main(["summary", str(seeded_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "γ =         0: +11.00  (beyond the seed spread (std 2.00 + 1.00 = 3.00 points))" in out
+    assert "γ =       0.5:  +1.00  (within the seed spread (std 2.00 + 1.00 = 3.00 points))" in out
+    assert "prior − HTTY at γ = 0: 8.00 points (the prior is one network; one seed: no spread)" in out
+    assert "seen → between drop, neumeta: -3.33 points (beyond the seed spread (std 1.00 + 1.00 = 2.00 points))" in out
+    assert "| prior | | 90.00 |" in out  # read from notebook 01's record when the runs do not carry it
+
+
+def test_notebooks_06_and_07_read_every_seed_against_the_null_control(seeded_folder):
+    from kit import results
+    over = results.versus_null_in(seeded_folder, SETTING)
+    assert set(over) == {"htty", "neumeta"} and "within the seed spread at every γ" in over["htty"]
+    assert results.versus_null_in(seeded_folder, "layer9.9") == {} and results.versus_null_in(None, SETTING) == {}
