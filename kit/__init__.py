@@ -22,6 +22,7 @@ Modules, one concept each:
   prefit    the kit's pre-fit recipe: each block's INR fitted to the prior's kernels before training
   study     notebook 07's analyses of why generated blocks switch off
   explorer  the γ explorer's model (any γ, K, method); widgets: its live panel
+  bounds    the sizes a config or a file may ask for (network, INR, K), checked before anything is allocated
   cli       `python -m kit …`;  errors  KitError, the one-sentence refusal
   bench     benchmarks, a package with one module each (`python -m kit bench prior | permute | inr | …`)
   io        atomic checkpoints and JSON records;  runtime  device, seeds, provenance

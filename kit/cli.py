@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kit import arguments, terminal
 from kit.config import DATASETS
 from kit.errors import KitError
 from kit.profiles import PROFILES
@@ -83,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
     p.add_argument("what", choices=["prior", "permute", "inr", "htty", "prefit", "explorer"],
                    help="prior: training throughput against a bare PyTorch loop; "
-                        "permute: ResNet-56 smoothing time and TV reduction against 2 s per group; "
+                        "permute: ResNet-56 smoothing, the kit's search against fast-tsp: time, TV reduction, repeatability; "
                         "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code; "
                         "htty: one HTTY step (4 configurations) against 4 plain prior steps, and the INR's share; "
                         "prefit: the pre-fit recipe's pre-fit per block, one step against one HTTY step, and its time "
@@ -116,50 +117,8 @@ def project_path(path: str) -> Path:
     return resolve(path)
 
 
-def _pairs(items: list[str]) -> dict:
-    """--set KEY=VALUE … as {KEY: value}; values are JSON (numbers, lists, true) or bare strings."""
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise KitError(f"--set takes KEY=VALUE pairs; got {item!r}.")
-        pairs[key] = _parse_value(value)
-    return pairs
-
-
-def _parse_value(text: str):
-    import json
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare string such as cifar10
-
-
-NUMBER_OPTIONS = ("--gamma", "--gammas")  # options whose value may start with '-' (a negative γ such as -1e-3)
-MAX_GAMMAS = 1000  # γ one `evaluate` call takes: each is a pass over the split (split a longer list over calls)
-
-
-def _attach_numbers(argv: list[str]) -> list[str]:
-    """`--gammas -1e-3,0` as `--gammas=-1e-3,0`: argparse reads a value starting with '-' as an option unless it
-    looks like a plain negative number (not -1e-3, -inf, or a comma-separated list)."""
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] in NUMBER_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
-            try:
-                float(argv[i + 1].split(",")[0])
-            except ValueError:
-                pass  # another option (`--gammas --k 2`): argparse says the value is missing
-            else:
-                out.append(f"{argv[i]}={argv[i + 1]}")
-                i += 2
-                continue
-        out.append(argv[i])
-        i += 1
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(_attach_numbers(sys.argv[1:] if argv is None else list(argv)))
+    args = parser().parse_args(arguments.attach_numbers(sys.argv[1:] if argv is None else list(argv)))
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
@@ -171,19 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: rerun the same command to resume from the last checkpoint.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`kit summary | head -1`): it has what it wanted
-        _silence_stdout()
+        terminal.silence("stdout")
         return 141  # 128 + SIGPIPE, what a shell reports for a command that stopped on a closed pipe
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's last flush of what is still buffered does not fail again
-    on the closed pipe (and print its own traceback)."""
-    import os
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout is not a file (captured): nothing is flushed to the pipe at exit
-        pass
 
 
 def _writing(what: str, path: Path, write):
@@ -196,14 +144,6 @@ def _writing(what: str, path: Path, write):
                        "free some space or name a writable place.") from None
 
 
-def _finite_gamma(value: float, text: str | None = None) -> float:
-    """`value` if finite; else one sentence (with `text`, what the user typed, e.g. -1e309 read as -inf)."""
-    import math
-    if not math.isfinite(value):
-        raise KitError(f"γ must be a finite number; got {value}" + (f" (from {text!r})." if text else "."))
-    return value
-
-
 def _dispatch(args) -> int:
     if args.command == "pipeline":
         from kit import pipeline
@@ -211,8 +151,8 @@ def _dispatch(args) -> int:
         dataset = args.dataset or C.build(C.PriorConfig, args.profile).data.name  # the profile's by default
         out = project_path(args.out or f"results/{args.profile}-{dataset}")
         records = pipeline.run(args.profile, args.dataset, out, args.device, args.seed, args.only, timeout=args.timeout,
-                               seeds=args.seeds, force=args.force, overrides=_pairs(args.set),
-                               params=[(name, _parse_value(value)) for name, value in args.parameter])
+                               seeds=args.seeds, force=args.force, overrides=arguments.pairs(args.set),
+                               params=[(name, arguments.parse_value(value)) for name, value in args.parameter])
         skipped = sum(r["status"] == "skipped" for r in records)
         print(f"pipeline finished: {len(records)} run(s), {skipped} up to date and skipped, "
               f"in {sum(r['seconds'] for r in records):.0f} s -> {out}")
@@ -221,7 +161,7 @@ def _dispatch(args) -> int:
         from kit import io, train
         overrides = {"seed": args.seed, "runtime.device": args.device, "data.name": args.dataset,
                      "model.depth": args.depth, "model.width": args.width, "optim.epochs": args.epochs,
-                     **_pairs(args.set)}
+                     **arguments.pairs(args.set)}
         cfg = C.build(C.PriorConfig, args.profile, overrides)
         out = io.writable_dir(project_path(args.out), "--out folder")
         from kit import lock
@@ -233,7 +173,7 @@ def _dispatch(args) -> int:
     elif args.command == "morph":
         from kit import inr, io, metamorph, models
         checkpoint = project_path(args.checkpoint)
-        _finite_gamma(args.gamma)
+        arguments.finite_gamma(args.gamma)
         if args.k is not None:
             inr.check_k(args.k, "--k asks for")
         out = io.check_target(project_path(args.out), "--out file", inputs=(checkpoint,))  # before any work
@@ -321,7 +261,7 @@ def _evaluate(args) -> None:
     from tqdm.auto import tqdm
 
     from kit import inr, io, metamorph, metatrain
-    gammas = parse_gammas(args.gammas)
+    gammas = arguments.parse_gammas(args.gammas)
     if args.k is not None:
         inr.check_k(args.k, "--k asks for")
     checkpoint = project_path(args.checkpoint)
@@ -351,32 +291,6 @@ def _evaluate(args) -> None:
               f"{100 * r[args.split + '_accuracy']:>8.2f}%")
     _writing("--csv file", out, lambda: io.write_csv(rows, out))
     print(f"K = {k} generations averaged -> {out}")
-
-
-def parse_gammas(text: str) -> list[float]:
-    """--gammas '0,0.25,-0.25' as numbers; one sentence for an empty element, a word, a non-finite γ, a γ listed
-    twice (0, 0.0 and -0 are one γ: they would give duplicate rows) or more than MAX_GAMMAS of them."""
-    from kit.metamorph import gamma_key
-    items = [g.strip() for g in text.split(",")]
-    if not any(items):
-        raise KitError("--gammas needs at least one number, e.g. 0,0.25,0.5.")
-    if not all(items):
-        raise KitError(f"--gammas has an empty element in {text!r} (two commas in a row, or one at an end); list "
-                       "numbers separated by single commas, e.g. 0,0.25,0.5.")
-    try:
-        gammas = [_finite_gamma(float(g), g) for g in items]
-    except ValueError:
-        raise KitError(f"--gammas takes comma-separated numbers such as 0,0.25,-0.25; got {text!r}.") from None
-    seen: dict[str, str] = {}
-    for item, g in zip(items, gammas):
-        if gamma_key(g) in seen:
-            raise KitError(f"--gammas lists one γ twice ({seen[gamma_key(g)]} and {item} are both γ = {gamma_key(g)}); "
-                           "list each γ once.")
-        seen[gamma_key(g)] = item
-    if len(gammas) > MAX_GAMMAS:
-        raise KitError(f"--gammas lists {len(gammas)} γ; evaluate takes at most {MAX_GAMMAS} per call (each is a pass "
-                       "over the split), so split the list over several calls.")
-    return gammas
 
 
 def _summary(args) -> None:

@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from kit import bounds
 from kit.errors import KitError
 
 
@@ -323,10 +324,9 @@ class MorphConfig:
         _require(self.coordinate_noise >= 0 and 0 <= self.ema < 1, "coordinate_noise must be ≥ 0 and ema in [0, 1).")
         _require(self.k_samples >= 1 and self.k_select >= 1,
                  f"k_samples and k_select (generations averaged, K) must be ≥ 1; got {self.k_samples}, {self.k_select}.")
-        from kit import inr  # the bounds live with what they protect (torch is loaded wherever configs are built)
-        inr.check_k(self.k_samples, "k_samples asks for")
-        inr.check_k(self.k_select, "k_select asks for")
-        inr.check_inr_size(self.inr.hidden, self.inr.depth, "morph.inr")
+        bounds.check_k(self.k_samples, "k_samples asks for")
+        bounds.check_k(self.k_select, "k_select asks for")
+        bounds.check_inr_size(self.inr.hidden, self.inr.depth, "morph.inr")
         _require(bool(self.select_gammas) and bool(self.gammas_eval), "select_gammas and gammas_eval must not be empty.")
         _require(self.batch_size >= 1, f"batch_size must be ≥ 1; got {self.batch_size}.")
 
@@ -388,8 +388,7 @@ class ExplorerConfig:
     def __post_init__(self):
         _require(self.eval_images >= 0, f"eval_images must be ≥ 0 (0 = the whole test split); got {self.eval_images}.")
         _require(self.k_max >= 1, f"k_max (the largest K offered) must be ≥ 1; got {self.k_max}.")
-        from kit import inr  # the bound on K lives with the INR
-        inr.check_k(self.k_max, "k_max (the largest K offered) asks for")
+        bounds.check_k(self.k_max, "k_max (the largest K offered) asks for")
         _require(bool(self.record_gammas) and all(-1 <= g < 1 for g in self.record_gammas),
                  f"record_gammas must be a non-empty list of γ in [-1, 1); got {self.record_gammas}.")
 

@@ -26,40 +26,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
+from kit.bounds import MAX_INR_PARAMETERS, MAX_K, check_inr_size, check_k  # noqa: F401 (re-exported)
 from kit.errors import KitError
 from kit.mlpbank import MLPBank
 
-__all__ = ["MAX_SAFE_FREQS", "MAX_HIDDEN", "MAX_DEPTH", "MAX_PARAMETERS", "MAX_K", "SIZE_ENCODINGS", "coordinates",
+__all__ = ["MAX_SAFE_FREQS", "MAX_K", "SIZE_ENCODINGS", "coordinates",
            "fourier_features", "size_columns", "check_inr_size", "check_k", "TensorSpec", "WeightINR", "MLPBank"]
 
 MAX_SAFE_FREQS = 16  # 2^15·π·x still has ~1e-2 rad float32 resolution at x≈1; beyond that features are noise
-
-# What an INR (from a config or a checkpoint) may ask for, checked before anything is allocated or run: an MLP of hidden
-# 10**6 would fail deep inside the allocator and K = 10**9 generations would run until killed. Far above real use: the
-# HTTY paper's MLPs are 8 layers of 512 (the `paper` profile), which averages K = 100 generations.
-MAX_HIDDEN = 8192  # units per hidden layer of one MLP (16× HTTY's 512)
-MAX_DEPTH = 64  # layers per MLP (8× HTTY's 8)
-MAX_PARAMETERS = 10**9  # weights of all the MLPs together (4 GB in float32; HTTY on ResNet-56's last stage: 53 M)
-MAX_K = 1000  # generations averaged at evaluation or export (10× the paper profile's K = 100)
-
-
-def check_inr_size(hidden: int, depth: int, who: str = "This INR") -> None:
-    """One sentence, before any allocation, when an MLP's hidden width or depth is beyond the bounds above."""
-    if hidden > MAX_HIDDEN or depth > MAX_DEPTH:
-        raise KitError(f"{who} asks for INR MLPs of hidden width {hidden:,} and depth {depth:,}, beyond the kit's bounds "
-                       f"(hidden ≤ {MAX_HIDDEN}, depth ≤ {MAX_DEPTH}), so nothing is allocated; use a smaller INR.")
-
-
-def check_k(k, who: str = "Asked for") -> int:
-    """`k` if it is a number of averaged generations the kit runs (1 … MAX_K); else one sentence, before any work."""
-    if type(k) is not int or not 1 <= k <= MAX_K:
-        raise KitError(f"{who} K = {k!r} generations averaged, but K must be an integer ≥ 1 and ≤ {MAX_K} (the paper "
-                       "profile averages 100).")
-    return k
-
 
 def coordinates(layer: int, num_layers: int, out_size: int, in_size: int, ref_out: int, ref_in: int,
                 ref_layers: int | None = None, device=None) -> torch.Tensor:
@@ -153,9 +131,9 @@ class WeightINR(nn.Module):
         check_inr_size(hidden, depth)
         outputs = len(self.kernels) * self.k_max ** 2 + len(self.biases) * (1 if disentangled else self.k_max ** 2)
         weights = len(specs) * (in_dim * hidden + (depth - 1) * hidden ** 2) + outputs * hidden
-        if weights > MAX_PARAMETERS:
+        if weights > MAX_INR_PARAMETERS:
             raise KitError(f"An INR of {len(specs)} MLPs of hidden width {hidden} and depth {depth} would have "
-                           f"{weights:,} weights, beyond the kit's bound of {MAX_PARAMETERS:,}, so nothing is allocated; "
+                           f"{weights:,} weights, beyond the kit's bound of {MAX_INR_PARAMETERS:,}, so nothing is allocated; "
                            "use a smaller INR or fewer metamorphic blocks.")
         mk = lambda count, out: MLPBank(count, in_dim, hidden, out, depth, activation, gate_init) if count else None
         self.kernel_bank = mk(len(self.kernels), self.k_max ** 2)

@@ -18,75 +18,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kit.bounds import (DEPTHS, MAX_RESNET_DEPTH, blocks_per_stage, check_input_shape,  # noqa: F401 (re-exported)
+                        check_size)
 from kit.errors import KitError
 
-DEPTHS = (8, 14, 20, 26, 32, 44, 56, 110)  # common members; any 6n+2 works
-
-# What a network may ask for, checked before anything is allocated: a file from elsewhere (or a typo) can hold any
-# number, and a ResNet of width 10**6 would fail deep inside the allocator. The bounds are far above real use: the
-# paper's ResNet-56 has width 16 (stages of 16, 32 and 64 channels, 0.86 M weights), the kit's widest benchmark width
-# 64 (256 channels, 13.6 M), and a GPU user may train on ImageNet-sized 224×224 images.
-MAX_DEPTH = 1202  # ResNet-1202, the deepest CIFAR ResNet of He et al. (2016, sec. 4.2)
-MAX_CHANNELS = 4096  # channels of any layer: a stage's 4·width (so width ≤ 1024), a block's hidden width, the input's
-MAX_CLASSES = 100_000  # outputs of the classifier (ImageNet-21k has 21,841 classes)
-MAX_PARAMETERS = 10**9  # weights of the whole network (4 GB in float32)
-MAX_SIDE = 4096  # input height and width, in pixels (CIFAR 32, ImageNet 224)
-MAX_ACTIVATIONS = 2**28  # values of one image's largest feature map, channels × height × width (1 GiB in float32;
-# ResNet-56 × 64 on 224×224 images: 1.3e7)
 ARCH_KEYS = ("depth", "width", "in_channels", "num_classes", "hidden", "batchnorm")  # what `ResNet.arch` holds
-
-
-def blocks_per_stage(depth: int) -> int:
-    if type(depth) is not int or depth < 8 or (depth - 2) % 6 or depth > MAX_DEPTH:
-        raise KitError(f"ResNet depth must be 6n+2 with n ≥ 1, at most {MAX_DEPTH} (e.g. {', '.join(map(str, DEPTHS))}); "
-                       f"got {depth!r}.")
-    return (depth - 2) // 6
 
 
 def block_names(depth: int) -> list[str]:
     """Names of the residual blocks in forward order: 'layer1.0', ..., 'layer3.{n-1}'."""
     n = blocks_per_stage(depth)
     return [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(n)]
-
-
-def check_size(depth: int, width: int, in_channels: int, num_classes: int, hidden: Sequence[int],
-               source: str | None = None) -> None:
-    """Refuse, in one sentence and before any allocation, a ResNet beyond the bounds above (`source`: the file that
-    asks for it, e.g. 'prior checkpoint /x/prior.pt')."""
-    n = blocks_per_stage(depth)
-    stages = [width, 2 * width, 4 * width]
-    weights = in_channels * width * 9 + stages[2] * num_classes
-    cin = width
-    for k, h in enumerate(hidden):
-        cout = stages[k // n]
-        weights += cin * h * 9 + h * cout * 9 + (cin * cout if cin != cout else 0)  # + projection shortcut
-        cin = cout
-    widest = max([in_channels, *stages, *hidden])
-    problem = (f"{widest:,} channels in one layer (at most {MAX_CHANNELS:,})" if widest > MAX_CHANNELS else
-               f"{num_classes:,} classes (at most {MAX_CLASSES:,})" if num_classes > MAX_CLASSES else
-               f"{weights:,} weights (at most {MAX_PARAMETERS:,})" if weights > MAX_PARAMETERS else None)
-    if problem:
-        who = f"The {source} asks for" if source else "This network would be"
-        raise KitError(f"{who} a ResNet with {problem}, beyond the kit's bounds (models.MAX_*), so nothing is "
-                       "allocated; use a smaller network (or check the file).")
-
-
-def check_input_shape(shape, source: str | None = None, channels: int | None = None,
-                      widest: int = 1) -> tuple[int, int, int]:
-    """(C, H, W) if `shape` is a sane image shape (with `channels` channels when given, and a feature map of `widest`
-    channels at full resolution within MAX_ACTIVATIONS); otherwise one sentence, before anything of that size exists."""
-    ok = isinstance(shape, (list, tuple)) and len(shape) == 3 and all(type(d) is int and d >= 1 for d in shape)
-    where = f" in the {source}" if source else ""
-    if not ok:
-        raise KitError(f"The input shape{where} must be (channels, height, width), three positive integers; got {shape!r}.")
-    c, h, w = shape
-    if c > MAX_CHANNELS or max(h, w) > MAX_SIDE or max(c, widest) * h * w > MAX_ACTIVATIONS:
-        raise KitError(f"The input shape {tuple(shape)}{where} is beyond the kit's bounds (at most {MAX_CHANNELS} "
-                       f"channels, {MAX_SIDE}×{MAX_SIDE} pixels and {MAX_ACTIVATIONS:,} values in one feature map), "
-                       "so nothing is allocated; use smaller images or a narrower network.")
-    if channels is not None and c != channels:
-        raise KitError(f"The input shape {tuple(shape)}{where} has {c} channels but the network takes {channels}.")
-    return c, h, w
 
 
 class ConvBN(nn.Module):
@@ -246,9 +188,9 @@ def from_arch(arch: dict, source: str | None = None) -> ResNet:
             raise KitError(f"The {source} holds a malformed architecture (depth, width, channels, classes and hidden "
                            "widths must be positive integers); use a file written by this kit.")
         depth = arch["depth"]
-        if depth < 8 or (depth - 2) % 6 or depth > MAX_DEPTH:
+        if depth < 8 or (depth - 2) % 6 or depth > MAX_RESNET_DEPTH:
             raise KitError(f"The {source} asks for a ResNet of depth {depth:,}, but the kit builds depths 6n+2 from 8 "
-                           f"to {MAX_DEPTH}, so nothing is allocated; use a file written by this kit.")
+                           f"to {MAX_RESNET_DEPTH}, so nothing is allocated; use a file written by this kit.")
         if len(hidden) != 3 * blocks_per_stage(depth):
             raise KitError(f"The {source} gives {len(hidden)} hidden widths for the {3 * blocks_per_stage(depth)} "
                            f"blocks of a ResNet-{depth}; use a file written by this kit.")

@@ -47,14 +47,13 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from kit import config as C
-from kit import io, lock, overrides as O, stamps
+from kit import io, lock, overrides as O, stamps, terminal
 from kit.errors import KitError
 from kit.runtime import PROJECT_ROOT, project_path, provenance
 
@@ -263,7 +262,7 @@ def _execute(notebook: Path, executed: Path, params: dict, timeout: int | None) 
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=params, cwd=str(notebook.parent),
                             kernel_name="python3", progress_bar=False, log_output=False,
-                            stdout_file=_TERMINAL, stderr_file=_ERRORS, execution_timeout=timeout,
+                            stdout_file=terminal.STDOUT, stderr_file=terminal.STDERR, execution_timeout=timeout,
                             **_kernel_transport())
     except pm.PapermillExecutionError as err:
         cell = err.cell_index + 1 - (1 if params and err.cell_index > _parameters_cell(notebook) else 0)
@@ -292,43 +291,9 @@ def _failing_line(err) -> str:
     return f" (`{first}`)" if first else ""
 
 
-class _Terminal:
-    """sys.stdout (or sys.stderr) for progress lines and cell output until its reader goes away (`kit pipeline |
-    head`): from then on nothing is printed there, the stream pointing at the null device (so the interpreter's
-    last flush is quiet too), and the pipeline goes on."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def write(self, text: str) -> int:
-        try:
-            getattr(sys, self.name).write(text)
-            getattr(sys, self.name).flush()
-        except BrokenPipeError:
-            self._silence()
-        return len(text)
-
-    def flush(self) -> None:
-        try:
-            getattr(sys, self.name).flush()
-        except BrokenPipeError:
-            self._silence()
-
-    def _silence(self) -> None:
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, getattr(sys, self.name).fileno())
-            os.close(null)
-        except (OSError, ValueError, AttributeError):  # a stream without a file descriptor
-            setattr(sys, self.name, open(os.devnull, "w"))
-
-
-_TERMINAL, _ERRORS = _Terminal("stdout"), _Terminal("stderr")
-
-
 def _say(line: str) -> None:
     """A progress line on stdout (nothing once its reader has gone)."""
-    _TERMINAL.write(line + "\n")
+    terminal.STDOUT.write(line + "\n")
 
 
 def _kernel_transport() -> dict:

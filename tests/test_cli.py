@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kit import cli, io, metamorph, metatrain, models, results
+from kit import arguments, cli, io, metamorph, metatrain, models, results
 from kit import config as C
 from kit.errors import KitError
 
@@ -120,17 +120,17 @@ def test_lab_refuses_a_busy_port_and_never_moves_to_another(capsys, no_lab):
 # ---------------------------------------------------------------- --gammas and --gamma
 
 def test_gammas_are_numbers_each_listed_once_and_finite():
-    assert cli.parse_gammas("0, 0.25,-0.25") == [0.0, 0.25, -0.25]
+    assert arguments.parse_gammas("0, 0.25,-0.25") == [0.0, 0.25, -0.25]
     for text, words in [("0,,0.5", "an empty element"), ("0,0.5,", "an empty element"), (",", "at least one number"),
                         ("0,half", "comma-separated numbers"), ("0,0,0.0,-0", "0 and 0 are both γ = 0"),
                         ("0.5,0.50", "0.5 and 0.50 are both γ = 0.5"), ("-1e309", "finite number; got -inf (from '-1e309')"),
                         ("0,nan", "finite number"), ("inf", "finite number")]:
         with pytest.raises(KitError, match=None) as err:
-            cli.parse_gammas(text)
+            arguments.parse_gammas(text)
         assert words in str(err.value), (text, str(err.value))
-    with pytest.raises(KitError, match=f"at most {cli.MAX_GAMMAS} per call"):
-        cli.parse_gammas(",".join(str(i / 10_000) for i in range(cli.MAX_GAMMAS + 1)))
-    assert len(cli.parse_gammas(",".join(str(i / 10_000) for i in range(cli.MAX_GAMMAS)))) == cli.MAX_GAMMAS
+    with pytest.raises(KitError, match=f"at most {arguments.MAX_GAMMAS} per call"):
+        arguments.parse_gammas(",".join(str(i / 10_000) for i in range(arguments.MAX_GAMMAS + 1)))
+    assert len(arguments.parse_gammas(",".join(str(i / 10_000) for i in range(arguments.MAX_GAMMAS)))) == arguments.MAX_GAMMAS
 
 
 def test_a_gamma_list_starting_with_a_minus_is_a_value_not_an_option(capsys, checkpoint, no_data, tmp_path):

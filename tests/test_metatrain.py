@@ -1,7 +1,5 @@
 """HTTY and NeuMeta training on the shared loop: loss terms, stages, α, INR initialisation, accumulation,
 ablation switches, resume (also mid-stage), selection on validation, refusals."""
-import dataclasses
-
 import pytest
 import torch
 

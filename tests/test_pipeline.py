@@ -380,11 +380,7 @@ def test_a_promote_killed_at_any_step_leaves_the_old_or_the_new_run_with_the_use
     outcomes = set()
     for step in range(len(steps)):
         run = tmp_path / f"killed-at-{step}"
-        wanted = _a_run_and_its_attempt(run)
-        _kill_at(monkeypatch, step)
-        with pytest.raises(_Killed):
-            stamps.promote(run, name, wanted, "03.ipynb", "new-id", "now")
-        monkeypatch.undo()
+        wanted = _promote_killed_at(monkeypatch, run, name, step)
         assert len(_users_files(run)) == 2, (step, _users_files(run))  # each file somewhere, never lost
         assert stamps.recover(run) in (None, name)  # what the next pipeline does first
         final = stamps.read(run / name)
@@ -403,16 +399,22 @@ def test_a_promote_killed_at_any_step_leaves_the_old_or_the_new_run_with_the_use
     assert outcomes == {"old", "new"}
 
 
+def _promote_killed_at(monkeypatch, run, name: str, step: int) -> dict:
+    """A run folder whose promote of a completed attempt was killed at file-system step `step`; its `wanted`."""
+    wanted = _a_run_and_its_attempt(run)
+    _kill_at(monkeypatch, step)
+    with pytest.raises(_Killed):
+        stamps.promote(run, name, wanted, "03.ipynb", "new-id", "now")
+    monkeypatch.undo()
+    return wanted
+
+
 def test_recovery_itself_killed_is_finished_by_the_next(tmp_path, monkeypatch):
     name = f"{MORPH}/htty"
     for first in (3, 6, 9):  # a promote killed mid-way, then its recovery killed at each of its steps
         for second in range(12):
             run = tmp_path / f"{first}-{second}"
-            wanted = _a_run_and_its_attempt(run)
-            _kill_at(monkeypatch, first)
-            with pytest.raises(_Killed):
-                stamps.promote(run, name, wanted, "03.ipynb", "new-id", "now")
-            monkeypatch.undo()
+            wanted = _promote_killed_at(monkeypatch, run, name, first)
             _kill_at(monkeypatch, second)
             with contextlib.suppress(_Killed):
                 stamps.recover(run)
