@@ -38,9 +38,10 @@ def _metrics(run: Path) -> dict[str, dict]:
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint: a network's state_dict, or a metamorphic network's skeleton and trainables."""
     record = torch.load(path, map_location="cpu", weights_only=True)
-    state = record.get("state_dict") or record.get("inr") or record
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    parts = [record[k] for k in ("state_dict", "skeleton", "trainable") if isinstance(record.get(k), dict)]
+    return {f"{i}/{k}": v for i, part in enumerate(parts) for k, v in part.items() if isinstance(v, torch.Tensor)}
 
 
 def test_a_second_smoke_pipeline_in_another_process_gives_identical_numbers(smoke_run, tmp_path):
