@@ -21,7 +21,6 @@ is saved with the weights, and equivalence is checked on real inputs.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -267,9 +266,9 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
            kicks: int = 20, permutation: dict[str, list[int]] | None = None,
            progress: bool = False) -> tuple[torch.nn.Module, dict]:
     """(smoothed copy of `model`, report). The report holds TV before/after (total and per tensor), each
-    group's path length and solve time, the solver used, the largest logit difference on
-    `example_input`, and the permutation itself (group name → new order), which `permutation=` reuses.
-    A group's `seconds` is the solver's time alone (its distances are computed before the clock starts)."""
+    group's path length and the solver used, the largest logit difference on `example_input`, and the
+    permutation itself (group name → new order), which `permutation=` reuses. Nothing in it reads a clock, so
+    the report, like the weights, is the same on every run (`bench permute` times the search)."""
     from tqdm.auto import tqdm
 
     groups = channel_groups(model)
@@ -279,7 +278,6 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
     solved, rows = {}, []
     for i, g in enumerate(tqdm(groups, desc=f"smooth ({method})", disable=not progress)):
         dist = l1_distances(group_features(state, g))
-        t0 = time.perf_counter()
         if permutation is not None:
             if sorted(permutation.get(g.name, [])) != list(range(len(dist))):
                 raise KitError(f"The saved permutation has no valid order for group {g.name} ({len(dist)} channels); "
@@ -288,7 +286,7 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
         else:
             order, solver = shortest_path(dist, method, seed + i, kicks)
         solved[g.name] = [int(k) for k in order]
-        rows.append({"group": g.name, "channels": len(dist), "solver": solver, "seconds": time.perf_counter() - t0,
+        rows.append({"group": g.name, "channels": len(dist), "solver": solver,
                      "path_before": path_length(dist, np.arange(len(dist))), "path_after": path_length(dist, order)})
     smoothed = copy.deepcopy(model)
     smoothed.load_state_dict(apply_permutation(state, groups, solved))
@@ -296,7 +294,7 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
     report = {"method": method, "seed": seed, "kicks": kicks,
               "solvers": sorted({r["solver"] for r in rows}), "tv_before": tv_before,
               "tv_after": tv_after, "tv_reduction": 1 - tv_after / tv_before if tv_before else 0.0,
-              "solve_seconds": sum(r["seconds"] for r in rows), "groups": rows,
+              "groups": rows,
               "tv_per_tensor_before": per_before, "tv_per_tensor_after": per_after,
               "max_logit_diff": max_logit_difference(model, smoothed, example_input), "permutation": solved}
     return smoothed, report
@@ -326,14 +324,15 @@ def smooth_checkpoint(prior_path, out_path, example_input: torch.Tensor, method:
     saved, old = None, {}
     if Path(out_path).exists():
         previous = io.load_torch(out_path, "smoothed checkpoint", regenerate="delete it and rerun notebook 02")
-        old = previous.get("report", {}) if isinstance(previous, dict) else {}
+        previous = previous if isinstance(previous, dict) else {}
+        old = previous.get("report", {})
         settings = (old.get("method"), old.get("seed"), old.get("kicks"))
-        if isinstance(previous, dict) and previous.get("prior_digest") == digest and settings == (method, seed, kicks):
+        if previous.get("prior_digest") == digest and settings == (method, seed, kicks):
             saved = old["permutation"]
     smoothed, report = smooth(folded, example_input, method, seed, kicks, saved, progress)
     report["reused_permutation"] = saved is not None
-    if saved is not None:  # report how the permutation was found, not the instant of reading it back
-        report["groups"], report["solve_seconds"], report["solvers"] = old["groups"], old["solve_seconds"], old["solvers"]
+    if saved is not None:  # report how the permutation was found, not that it was read back
+        report["groups"], report["solvers"] = old["groups"], old["solvers"]
     io.save_torch({"arch": smoothed.arch, "state_dict": smoothed.state_dict(), "report": report,
                    "prior": str(prior_path), "prior_digest": digest, "dataset": record.get("dataset"),
                    "input_shape": record.get("input_shape"), "config": record.get("config"),

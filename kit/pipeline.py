@@ -356,8 +356,8 @@ def _held(out: Path) -> dict:
 def _earlier(out: Path) -> dict:
     """{run name: its record} from the run folder's pipeline.json ({} when there is none or it cannot be read)."""
     try:
-        return {r["notebook"]: r for r in json.loads((out / "pipeline.json").read_text())["notebooks"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        return {r["notebook"]: r for r in _held(out).get("notebooks", [])}
+    except (KeyError, TypeError):
         return {}
 
 
