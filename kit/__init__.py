@@ -10,7 +10,7 @@ Modules, one concept each:
   inr       the weight INR: coordinates, Fourier features, kernel/bias decoding, noise, K-averaging
   mlpbank   the INR's engine: stacked residual MLPs in batched matmuls, with a hand-written backward
   metamorph metamorphic networks: γ ↔ widths and cost, generation through functional_call, export
-  metatrain metamorphic training (NeuMeta) as a task on the shared loop; evaluation across γ
+  metatrain metamorphic training (HTTY, NeuMeta, the kit's recipes) as a task on the shared loop; evaluation across γ
   plots     figures used by the notebooks
   pipeline  runs the numbered notebooks headlessly with papermill
   stamps    skip-if-complete stamps, staging and the journalled promote of a notebook's run folder
@@ -20,6 +20,8 @@ Modules, one concept each:
   results   notebook 03's records grouped over seeds; records: their validation; spread: the seed-spread rule
   report    the paper's tables and report.md from a run folder; figures: its figures
   prefit    the kit's pre-fit recipe: each block's INR fitted to the prior's kernels before training
+  blockwise block-wise width distillation: every generated block at several widths against the prior block's output
+  widthstudy the width study's tables and figures (per-block output error per width, per phase, over steps)
   study     notebook 07's analyses of why generated blocks switch off
   explorer  the γ explorer's model (any γ, K, method); widgets: its live panel
   bounds    the sizes a config or a file may ask for (network, INR, K), checked before anything is allocated

@@ -89,7 +89,8 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
     fingerprint = score_fingerprint(prior, blocks, cfg.calibration_images, cfg.seed)
     scores = saved_scores(out_dir, fingerprint)  # {criterion: {block: (hidden,)}}, kept in out_dir/scores-s<seed>.pt
     for criterion, gamma in bar:
-        for finetuned in (False, True) if cfg.finetune_epochs else (False,):
+        tuned = cfg.finetune_epochs and (not cfg.finetune_criteria or criterion in cfg.finetune_criteria)
+        for finetuned in (False, True) if tuned else (False,):
             key = row_key(f"prune-{criterion}" + ("+ft" if finetuned else ""), gamma, cfg.seed)
             if key in done:
                 rows.append(done[key])

@@ -306,8 +306,15 @@ def _summary(args) -> None:
     prior = results.prior_accuracy(folder, runs)
     seeds = sorted({row["seeds"] for row in summary.values()})
     over = "1 seed, no spread" if seeds == [1] else "mean ± std over the seeds in the seeds column"
-    print(f"setting {next(iter(summary.values()))['setting']}; test accuracy (%), {over}\n")
+    ks = sorted({k for row in summary.values() for k in row["k_samples"]})
+    averaged = f"K = {', '.join(map(str, ks))} generations averaged at the training noise" if ks else "K-averaged"
+    print(f"setting {next(iter(summary.values()))['setting']}; test accuracy (%), {over}; {averaged} (the tables of "
+          "notebook 05 use these: the papers' evaluation)\n")
     print(results.table(summary, prior))
+    single = {name: {**row, "accuracy": row["accuracy_k1"]} for name, row in summary.items() if row["accuracy_k1"]}
+    if single:
+        print("\nK = 1 (the noise-free generation alone: what one export costs):\n")
+        print(results.table(single, prior))
     for name, row in summary.items():
         if row["train_seconds"] is None:
             print(f"{name}: training time not recorded")

@@ -190,6 +190,40 @@ class LossConfig:
                  f"loss.reconstruction_kind must be one of {', '.join(RECONSTRUCTION_KINDS)}; got {self.reconstruction_kind!r}.")
 
 
+@dataclass
+class BlockwiseConfig:
+    """Block-wise width distillation (`kit.blockwise`): each generated block, at several widths per step, against the
+    prior block's output on cached prior activations. The coordinate noise is `MorphConfig.coordinate_noise`, the
+    pool `gamma_max` / `pool_size`: the same the end-to-end phase trains with and K-averaging evaluates with."""
+
+    steps: int = 600  # optimiser steps of the phase per stage, after the pre-fit and before the end-to-end phase
+    images: int = 12800  # augmented training images whose block inputs and outputs are cached (once per stage)
+    probe_images: int = 512  # validation images cached to measure each block's output error per width (the width study)
+    batch_size: int = 128  # cached inputs per step (every configuration of a step sees the same inputs)
+    configurations: int = 3  # width configurations per step: γ = 0 first, then `sandwich`'s, then pool draws
+    sandwich: bool = False  # one configuration per step at the pool's largest γ (the smallest width; slimmable
+    # networks' sandwich rule, Yu & Huang 2019)
+    per_block: bool = True  # the drawn configurations give each block its own γ (blocks of different widths compose)
+    lr: float = 1e-4  # peak Adam learning rate over every INR parameter
+    warmup_steps: int = 50  # steps of linear warm-up from 0 to lr: Adam's first steps move every weight by ≈ lr
+    # whatever its gradient's scale, which wrecks a fitted INR at lr ≥ 3e-4 (notebook 07 measures it)
+    final_lr_ratio: float = 0.1  # cosine decay to lr·final_lr_ratio at the last step
+    reconstruction: float = 1.0  # weight of the relative reconstruction ‖W − W*‖² / ‖W*‖² at the γ = 0 configuration
+    grad_clip: float = 0.0  # max global gradient norm (0 = no clipping)
+    probe_every: int = 100  # steps between measurements of the width errors on the probe inputs (0 = only at the end)
+    checkpoint_every: int = 100  # steps between checkpoints of the phase (a killed run resumes from the last)
+
+    def __post_init__(self):
+        _require(self.steps >= 1 and self.images >= 1 and self.probe_images >= 1 and self.batch_size >= 1,
+                 "blockwise.steps must be ≥ 1 and blockwise.images, probe_images, batch_size ≥ 1.")
+        _require(self.configurations >= 1, f"blockwise.configurations must be ≥ 1; got {self.configurations}.")
+        _require(self.lr > 0 and 0 <= self.final_lr_ratio <= 1 and self.warmup_steps >= 0,
+                 "blockwise.lr must be > 0, blockwise.final_lr_ratio in [0, 1] and blockwise.warmup_steps ≥ 0.")
+        _require(self.reconstruction >= 0 and self.grad_clip >= 0, "blockwise.reconstruction and grad_clip must be ≥ 0.")
+        _require(self.probe_every >= 0 and self.checkpoint_every >= 1,
+                 "blockwise.probe_every must be ≥ 0 and blockwise.checkpoint_every ≥ 1.")
+
+
 GAMMAS_EVAL = [-0.25, -0.125, 0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75]  # seen, between, beyond
 TABLE_GAMMAS = [0.0, 0.25, 0.5]  # the seen γ columns of paper 000 Tables 1–2 (the block-sweep runs evaluate these)
 # The training recipes of notebook 03. NeuMeta is HTTY with every component switched off (paper 000 sec. 4.2).
@@ -198,7 +232,13 @@ TABLE_GAMMAS = [0.0, 0.25, 0.5]  # the seen γ columns of paper 000 Tables 1–2
 # weight (another width starts as a resampling of the prior), α starts at the prior's scale 1, and a short, gentle
 # task phase (INR lr 1e-4, tail frozen, one configuration at γ = 0 with relative reconstruction ×10 and one pool γ
 # per step, both distilled from the prior's logits) teaches the widths; a configuration at γ ≠ 0 may change only the
-# size features' weights, so no width undoes what the prior's width holds. 'null' is the control every metamorphic result is read against: the
+# size features' weights, so no width undoes what the prior's width holds. 'blockwise' is the kit's recipe for every
+# width, the pre-fit recipe's successor (which stays as a row of the ablations profile): the pre-fit of every block at
+# once (one stage), then block-wise width distillation (kit.blockwise: each block at γ = 0, the pool's largest γ and a
+# γ drawn per block, against the prior block's output on cached activations), then a short end-to-end phase with the
+# same three kinds of configuration (the sandwich rule of slimmable networks, Yu & Huang 2019) distilled from the
+# prior's logits; every INR weight trains in every phase, α stays 1, the tail frozen, and the coordinate noise is 0.5
+# throughout (so K-averaging resamples with the noise the INR learned). 'null' is the control every metamorphic result is read against: the
 # prior with its metamorphic blocks removed (α ≡ 0: each block is the identity) and the tail retrained with HTTY's
 # tail budget (the same stages × epochs of batches, steps of `accumulate` batches, tail lr); its INR is never used.
 METHOD_SWITCHES: dict[str, dict] = {
@@ -211,6 +251,14 @@ METHOD_SWITCHES: dict[str, dict] = {
                "width_updates": "sizes", "alpha_init": 1.0, "alpha_lr": 1e-3,
                "loss": {"reconstruction": 10.0, "reconstruction_kind": "relative", "distill": 1.0},
                "optim": {"lr": 1e-4, "warmup_epochs": 0.0}},
+    "blockwise": {"incremental": False, "alpha_scaling": True, "accumulate": 3, "inr_init": False, "train_tail": False,
+                  "inr": {"disentangled": True, "size_encoding": "offset"}, "prefit": True, "size_features": "neutral",
+                  "width_updates": "all", "alpha_init": 1.0, "alpha_lr": 0.0, "coordinate_noise": 0.5,
+                  "prefit_noise": 0.5, "per_block_gammas": True, "sandwich": True, "joint_epochs": 3,
+                  "width_distillation": True, "blockwise": {"sandwich": True},
+                  "loss": {"reconstruction": 1.0, "reconstruction_kind": "relative", "distill": 1.0,
+                           "regularization": 0.0},
+                  "optim": {"lr": 1e-4, "warmup_epochs": 0.25, "final_lr_ratio": 0.1}},
     "null": {"incremental": False, "alpha_scaling": True, "accumulate": 4, "inr_init": False, "train_tail": True,
              "train_inr": False, "alpha_init": 0.0, "alpha_lr": 0.0, "inr": {"disentangled": True}},
 }
@@ -223,6 +271,11 @@ ABLATIONS: dict[str, dict[str, dict]] = {
                "width-updates": {"width_updates": "all"}, "alpha-init": {"alpha_init": 0.0},
                "relative": {"loss": {"reconstruction_kind": "weighted"}}, "distill": {"loss": {"distill": 0.0}},
                "frozen-tail": {"train_tail": True}},
+    "blockwise": {"none": {}, "prefit": {"prefit": False}, "blockwise": {"width_distillation": False},
+                  "end-to-end": {"end_to_end": False}, "per-block": {"per_block_gammas": False,
+                                                                    "blockwise": {"per_block": False}},
+                  "sandwich": {"sandwich": False, "blockwise": {"sandwich": False}},
+                  "warmup": {"blockwise": {"warmup_steps": 0}}},
     "neumeta": {"none": {}}, "null": {"none": {}},
 }
 
@@ -238,10 +291,11 @@ class MorphConfig:
     profile: str = "quick"  # name of the profile these values started from (recorded, not used)
     seed: int = 0  # seeds the INR's initialisation, the γ draws, the coordinate noise and the batch order
     method: str = "htty"  # training recipe: 'htty' (paper 000), 'neumeta' (paper 002), 'prefit' (the kit's laptop
-    # recipe) or 'null' (the control: blocks removed, tail retrained); sets the switches below
+    # recipe at the prior's width), 'blockwise' (pre-fit → block-wise width distillation → a short end-to-end phase:
+    # the kit's recipe for every width) or 'null' (the control: blocks removed, tail retrained); sets the switches below
     ablation: str = "none"  # the method with one component off (ABLATIONS): htty: 'incremental', 'alpha',
     # 'accumulation', 'init', 'disentangle'; prefit: 'prefit', 'sizes', 'width-updates', 'alpha-init', 'relative',
-    # 'distill', 'frozen-tail'
+    # 'distill', 'frozen-tail'; blockwise: 'prefit', 'blockwise', 'end-to-end', 'per-block', 'sandwich', 'warmup'
     incremental: bool = True  # sec. 3.1: one training stage per block, in order, earlier INRs fine-tuned jointly
     alpha_scaling: bool = True  # sec. 3.2: generated blocks' branch × a learnable α (init 0); off = BN folded only
     accumulate: int = 4  # sec. 3.4: configurations (batches) whose gradients make one step, the first at γ = 0; 1 = off
@@ -264,6 +318,17 @@ class MorphConfig:
     # 'neutral': when a block joins (after its pre-fit), their first-layer weights are zeroed and their value at the
     # prior's size folded into the bias, so another width starts as a resampling of the prior's function and learns
     # only what the width changes
+    width_distillation: bool = False  # block-wise width distillation (kit.blockwise) after the pre-fit, before the
+    # end-to-end phase: every block at several widths per step against the prior block's output
+    blockwise: BlockwiseConfig = field(default_factory=BlockwiseConfig)  # its settings
+    end_to_end: bool = True  # the task phase on the whole network after the pre-fit and the distillation (False: the
+    # block-local phases only; α and the tail stay as they start)
+    joint_epochs: int = 0  # epochs of the one stage of a non-incremental run (0 = blocks × optim.epochs, the same
+    # training as the incremental stages, paper 000 sec. 4.1)
+    per_block_gammas: bool = False  # a task configuration at γ ≠ 0 draws one γ per block (blocks of different widths
+    # are trained together, as the explorer's per-block sliders build them) instead of one for every block
+    sandwich: bool = False  # with accumulate ≥ 2, the second configuration of every step is the pool's largest γ (the
+    # smallest width; slimmable networks' sandwich rule: the widest, γ = 0, is always the first)
     alpha_lr: float = 1e-4  # peak learning rate of α (the authors' code: 1e-4), same schedule as the INR's
     tail_lr: float = 7e-5  # peak learning rate of the directly trained tail (the authors' code: 7e-5)
     epoch_scale: int = 1  # multiplies the epochs of every stage (paper 000 Fig. 6 "extended training": 3)
@@ -292,11 +357,14 @@ class MorphConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     @staticmethod
-    def preset(values: dict) -> dict:
-        """The switches that `values`' method and ablation stand for (applied by `build` under the overrides)."""
+    def preset(values: dict, sections: dict | None = None) -> dict:
+        """The switches that `values`' method and ablation stand for (applied by `build` under the overrides): the
+        method's, then the profile's sizes of that method's phases (its section 'morph.<method>' in `sections`, the
+        profile's sections), then the ablation's."""
         # an unknown name adds nothing here and is refused, in one sentence, by __post_init__
         method, ablation = values.get("method", "htty"), values.get("ablation", "none")
-        return _merge(copy.deepcopy(METHOD_SWITCHES.get(method, {})),
+        return _merge(_merge(copy.deepcopy(METHOD_SWITCHES.get(method, {})),
+                             copy.deepcopy((sections or {}).get(f"morph.{method}", {}))),
                       copy.deepcopy(ABLATIONS.get(method, {}).get(ablation, {})))
 
     def __post_init__(self):
@@ -318,6 +386,11 @@ class MorphConfig:
         _require(self.accumulate >= 1 and self.epoch_scale >= 1 and min(self.train_images, self.val_images) >= 0,
                  "accumulate and epoch_scale must be ≥ 1, train_images and val_images ≥ 0.")
         _require(self.alpha_lr >= 0 and self.tail_lr >= 0, "alpha_lr and tail_lr must be ≥ 0.")
+        _require(self.joint_epochs >= 0, f"joint_epochs must be ≥ 0 (0 = blocks × optim.epochs); got {self.joint_epochs}.")
+        _require(self.end_to_end or self.width_distillation or self.prefit,
+                 "end_to_end=False leaves only the block-local phases; switch on the pre-fit or width_distillation.")
+        _require(self.train_inr or not self.width_distillation,
+                 "width_distillation trains the INR; the null control (train_inr=False) has none to train.")
         _require(0 <= self.gamma_max < 1, f"gamma_max must be in [0, 1); got {self.gamma_max}.")
         _require(self.pool_size >= 2 or (self.pool_size == 1 and self.gamma_max == 0),
                  f"pool_size must be ≥ 2 (γ = 0 and gamma_max included), or 1 with gamma_max = 0; got {self.pool_size}.")
@@ -353,6 +426,8 @@ class BaselineConfig:
     finetune_epochs: int = 0  # epochs of fine-tuning each pruned network (0 = none, as the papers report)
     finetune_lr: float = 0.01  # peak SGD learning rate of the fine-tune (cosine to 0, no warm-up)
     finetune_images: int = 0  # class-balanced subset of the training split the fine-tune sees (0 = all of it)
+    finetune_criteria: list[str] = field(default_factory=list)  # criteria whose pruned networks are fine-tuned
+    # (empty = every criterion of `criteria`)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self):
@@ -368,6 +443,9 @@ class BaselineConfig:
         _require(self.calibration_images >= 1 and self.finetune_epochs >= 0 and self.finetune_images >= 0,
                  "calibration_images must be ≥ 1 and finetune_epochs, finetune_images ≥ 0.")
         _require(self.finetune_lr > 0, f"finetune_lr must be > 0; got {self.finetune_lr}.")
+        stray = sorted(set(self.finetune_criteria) - set(self.criteria))
+        _require(not stray, f"finetune_criteria names {stray[0]!r}, which is not among the criteria compared "
+                 f"({', '.join(self.criteria)}); add it to criteria or drop it." if stray else "")
 
 
 @dataclass
@@ -408,7 +486,7 @@ def build(cls: type, profile: str = "quick", overrides: dict[str, Any] | None = 
             _merge(user, _nest(key, value))
     preset = getattr(cls, "preset", None)  # e.g. a method's switches: over the profile, under the overrides
     if preset is not None:
-        _merge(values, preset(_merge(copy.deepcopy(values), copy.deepcopy(user))))
+        _merge(values, preset(_merge(copy.deepcopy(values), copy.deepcopy(user)), PROFILES[profile]))
     return from_dict(cls, _merge(values, user))
 
 

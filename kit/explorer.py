@@ -96,15 +96,17 @@ def run_folder_of(checkpoint: Path) -> Path | None:
 
 
 def default_checkpoint(run_dir: str | Path) -> Path:
-    """The run folder's main checkpoint: the kit's pre-fit recipe when it ran (its blocks carry the prior's function,
-    so the slider changes the network), else plain HTTY; no ablation, 1× epochs, on the most blocks, lowest seed —
-    `prefit/` or `htty/` in quick, `prefit-s0/` when the pipeline ran several seeds."""
+    """The run folder's main checkpoint: the kit's block-wise recipe when it ran (it learns every width), else its
+    pre-fit recipe (its blocks carry the prior's function at the prior's width), else plain HTTY; no ablation, 1×
+    epochs, on the most blocks, lowest seed — `blockwise/` in quick, `blockwise-s0/` when the pipeline ran seeds."""
     run_dir = project_path(run_dir)
     runs = results.runs_of(run_dir)
-    main = [(results.label(m) != "prefit", -len(m.get("blocks", [])), m.get("seed", 0), k) for k, m in runs.items()
-            if results.label(m) in ("prefit", "htty") and (run_dir / results.MORPH_FOLDER / k / "metamorph.pt").is_file()]
+    rank = {"blockwise": 0, "prefit": 1, "htty": 2}
+    main = [(rank[results.label(m)], -len(m.get("blocks", [])), m.get("seed", 0), k) for k, m in runs.items()
+            if results.label(m) in rank and (run_dir / results.MORPH_FOLDER / k / "metamorph.pt").is_file()]
     if not main:
-        raise KitError(f"No finished pre-fit or HTTY run (03_incremental_metamorphosis/prefit*/ or htty*/metamorph.pt) "
+        raise KitError(f"No finished block-wise, pre-fit or HTTY run (03_incremental_metamorphosis/blockwise*/, prefit*/ "
+                       "or htty*/metamorph.pt) "
                        f"in {run_dir}; run the pipeline (`make run`) or point CHECKPOINT at a metamorph.pt.")
     return run_dir / results.MORPH_FOLDER / min(main)[3] / "metamorph.pt"
 

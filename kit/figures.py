@@ -50,7 +50,8 @@ def captions(run: RunRecords, setting: str | None) -> dict[str, str]:
     caveat = (f" HTTY's generated blocks are switched off in this run ({study.block_numbers(htty)}): its points are "
               "the rest of the network at every γ, not generated weights." if off else "")
     readings = " ".join(study.curve_reading(name, blocks[key], _mean_curve(run, setting, key)) for key, name in
-                        (("htty", "HTTY"), ("prefit", "The pre-fit recipe")) if key in blocks)
+                        (("htty", "HTTY"), ("prefit", "The pre-fit recipe"), ("blockwise", "The block-wise recipe"))
+                        if key in blocks)
     return {
         "fig4_blocks": "HTTY's accuracy after each of its stages (stage k generates the first k blocks) against NeuMeta "
                        "on the same numbers of blocks, mean over the selection γ." + caveat,
@@ -138,8 +139,10 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
             ax_g.errorbar(xs_g, ys, yerr=yerr, capsize=3, **style)
             ax_p.errorbar(xs_p, ys, yerr=yerr, capsize=3, **{**style, "label": None})
 
-    names = {"htty": "HTTY (paper 000)", "neumeta": "NeuMeta", "prefit": "pre-fit recipe (kit)"}
-    for name, color in (("htty", "tab:blue"), ("neumeta", "tab:red"), ("prefit", "tab:purple")):
+    names = {"htty": "HTTY (paper 000)", "neumeta": "NeuMeta", "prefit": "pre-fit recipe (kit)",
+             "blockwise": "block-wise recipe (kit)"}
+    for name, color in (("htty", "tab:blue"), ("neumeta", "tab:red"), ("prefit", "tab:purple"),
+                        ("blockwise", "tab:green")):
         rs = _runs(run, setting, name) if setting else []
         if rs:
             curve = results.summarise(run.morph, setting)[name]["accuracy"]
@@ -188,7 +191,7 @@ def dense_gamma(run: RunRecords, setting: str | None) -> plt.Figure:
         return note_figure(title, "No HTTY run for this setting: run notebook 03 with METHOD='htty'.")
     others = {}
     for name, shown in (("htty ×3 epochs", "HTTY, ×3 epochs (extended training)"), ("neumeta", "NeuMeta"),
-                        ("prefit", "pre-fit recipe (kit)")):
+                        ("prefit", "pre-fit recipe (kit)"), ("blockwise", "block-wise recipe (kit)")):
         if _runs(run, setting, name):
             others[shown] = _mean_curve(run, setting, name)
     fig = plots.accuracy_vs_gamma(_mean_curve(run, setting, "htty"), htty[0]["kind"], htty[0]["config"]["gamma_max"],

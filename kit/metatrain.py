@@ -21,12 +21,18 @@ The kit's own switches (issue 15; `METHOD_SWITCHES['prefit']` and the null contr
   - neutral size features (`WeightINR.neutralise_sizes`), α starting at `alpha_init`;
   - `loss.distill`: part of the task term is KL to the prior's own logits (the frozen skeleton is the teacher);
   - `loss.reconstruction_kind` 'relative': R as the squared relative error per tensor;
-  - `train_inr=False` (the null control): α ≡ 0 removes the blocks; only the tail trains, on HTTY's tail budget.
+  - `train_inr=False` (the null control): α ≡ 0 removes the blocks; only the tail trains, on HTTY's tail budget;
+  - `width_distillation` (`kit.blockwise`, `METHOD_SWITCHES['blockwise']`): after a stage's pre-fit, every block at
+    several widths per step against the prior block's output on cached activations; `per_block_gammas` and
+    `sandwich` then shape the end-to-end configurations; `end_to_end=False` keeps only the block-local phases.
 AdamW, warm-up (first stage) then constant, gradient clipping by norm, an EMA of every trained tensor.
 After each epoch the EMA state is validated at `select_gammas` (K = k_select) on the validation split
 (never on test, which the reference code selected on); each stage continues from the previous stage's
 selected state, and after each stage the test accuracy at `select_gammas` is recorded (the block-count
-curve of Fig. 4). The final test evaluation averages K = k_samples generations at every γ of `gammas_eval`.
+curve of Fig. 4). The final test evaluation averages K = k_samples generations at every γ of `gammas_eval`, at the
+coordinate noise the INR was trained with, and reports K = 1 beside it; with several blocks, it also evaluates
+networks whose blocks sit at different pool widths (`mixed_configurations`); each stage records the width study
+(every block's output error against the prior's per γ, after each phase).
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ from tqdm.auto import tqdm
 
 from kit import config as C
 from kit import data as D
-from kit import io, metamorph, models, permute, results, train
+from kit import blockwise, io, metamorph, models, permute, results, train
 from kit.prefit import block_slots, prefit, relative_squared_error
 from kit.errors import KitError
 from kit.runtime import pick_device, provenance, seed_everything
@@ -99,10 +105,7 @@ class MorphTask(train.Task):
 
     def loss(self, x, y, micro=0):
         cfg, net = self.cfg, self.module
-        if cfg.accumulate > 1 and micro == 0:
-            gamma = 0.0  # HTTY sec. 3.4: every step holds the prior's size, so reconstruction always acts
-        else:
-            gamma = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.draws))]
+        gamma = self.gamma(micro)
         if not cfg.train_inr:  # the null control: α ≡ 0 removes the blocks, so their weights never matter
             logits = net(x, 0.0, self.targets)
             return self._count(len(y), task=cfg.loss.task * self._task_loss(logits, y)), logits
@@ -115,6 +118,18 @@ class MorphTask(train.Task):
             terms["reconstruction"] = cfg.loss.reconstruction * reconstruction_loss(weights, self.targets,
                                                                                    cfg.loss.reconstruction_kind)
         return self._count(len(y), **terms), logits
+
+    def gamma(self, micro: int) -> metamorph.Gamma:
+        """The γ of a step's configuration `micro`: γ = 0 first when accumulating (HTTY sec. 3.4: every step holds
+        the prior's size, so reconstruction always acts); with `sandwich` the pool's largest γ second; else a pool
+        draw, one per block with `per_block_gammas`."""
+        cfg = self.cfg
+        if cfg.accumulate > 1 and micro == 0:
+            return 0.0
+        if cfg.sandwich and micro == 1:
+            return float(max(self.pool))
+        draw = lambda: self.pool[int(torch.randint(len(self.pool), (1,), generator=self.draws))]
+        return {b: draw() for b in self.module.active_blocks} if cfg.per_block_gammas else draw()
 
     def _count(self, images: int, **terms: torch.Tensor) -> torch.Tensor:
         """The loss (the sum of `terms`), keeping each weighted term's sum over the epoch's images for epoch_log;
@@ -233,9 +248,11 @@ def load_smoothed(path: str | Path) -> tuple[models.ResNet, dict]:
 
 def stage_plan(cfg: C.MorphConfig, blocks: int) -> list[tuple[int, int]]:
     """(active blocks, epochs) per stage: one stage per block when incremental, else one stage of blocks × epochs
-    (the same total training, paper 000 sec. 4.1)."""
+    (the same total training, paper 000 sec. 4.1) or of `joint_epochs`."""
     epochs = cfg.optim.epochs * cfg.epoch_scale
-    return [(k, epochs) for k in range(1, blocks + 1)] if cfg.incremental else [(blocks, epochs * blocks)]
+    if cfg.incremental:
+        return [(k, epochs) for k in range(1, blocks + 1)]
+    return [(blocks, cfg.joint_epochs * cfg.epoch_scale if cfg.joint_epochs else epochs * blocks)]
 
 
 def begin_stage(net: metamorph.MetamorphicNet, active: int, inr_init: bool, initial: dict[str, torch.Tensor],
@@ -287,11 +304,15 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     base = {**{k: v for k, v in C.to_dict(cfg).items() if k not in ("runtime", "profile")}, "skeleton": digest}
     history, stages, seconds = [], [], 0.0
     plan = stage_plan(cfg, len(net.blocks))
+    pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
+    width_gammas = width_study_gammas(cfg)
     for stage, (active, epochs) in enumerate(tqdm(plan, desc=f"{cfg.method} stages", disable=not cfg.runtime.progress), 1):
         checkpoint = out_dir / f"checkpoint_stage{stage}.pt"
         _refuse_other_prior(checkpoint, digest, smoothed_path, resume)
         fitted = out_dir / f"prefit_stage{stage}.json"  # the pre-fit's record; its state lives in the checkpoint
-        again = not (resume and checkpoint.exists() and fitted.exists())
+        distilled = out_dir / f"blockwise_stage{stage}.pt"  # the distillation's checkpoint (INR state and record)
+        later = checkpoint.exists() or (cfg.width_distillation and distilled.exists())  # a later phase has saved
+        again = not (resume and later and fitted.exists())
         added = range(0 if stage == 1 else net.active, active)
         records = begin_stage(net, active, cfg.incremental and cfg.inr_init, initial, cfg, stage, again, added.start)
         probe = {}
@@ -303,34 +324,62 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
             for block in added:
                 net.inr.neutralise_sizes(block_slots(block))
             probe["neutral sizes"] = look() if cfg.prefit else None
+        widths = {}  # the width study: each block's output error against the prior's per γ, after each phase
+        probe_cache = blockwise.caches_for(net, data, cfg.blockwise, cfg.seed, train=False)[1] if cfg.train_inr else None
         if cfg.prefit and again:
-            io.write_json({"blocks": records, "probe": probe}, fitted)
+            widths["after pre-fit"] = blockwise.width_errors(net, probe_cache, width_gammas)
+            io.write_json({"blocks": records, "probe": probe, "widths": widths["after pre-fit"]}, fitted)
         elif cfg.prefit:  # a resumed stage: the pre-fit ran before, its state is in the checkpoint, its record here
             saved = io.read_json(fitted, "pre-fit record")
-            records, probe = saved["blocks"], saved["probe"]
+            records, probe, widths["after pre-fit"] = saved["blocks"], saved["probe"], saved["widths"]
+        distill = None
+        if cfg.width_distillation:
+            train_cache = blockwise.caches_for(net, data, cfg.blockwise, cfg.seed, probe=False)[0]
+            distill = blockwise.run(net, train_cache, probe_cache, cfg.blockwise, pool, cfg.coordinate_noise,
+                                    cfg.seed * 1000 + stage, distilled, width_gammas, resume, cfg.runtime.progress)
+            del train_cache
+            widths["after distillation"] = distill["widths"][-1]["error"]
         task = MorphTask(net, cfg, stage)
-        optim = dataclasses.replace(cfg.optim, epochs=epochs, warmup_epochs=cfg.optim.warmup_epochs if stage == 1 else 0.0)
         done = len(history)
-        fit = train.fit(task, data, optim, cfg.runtime, checkpoint, generator, resume,
-                        {**base, "stage": stage, "active": active}, None if on_epoch_end is None else
-                        (lambda epoch, rows: on_epoch_end(done + epoch, history + rows)),
-                        desc=f"{cfg.method} stage {stage}/{len(plan)}", test_each_epoch=False)
-        net.load_trainable(fit.best_state, "selected state")  # the next stage starts from this stage's selection
-        history += [{**row, "run_epoch": done + i + 1} for i, row in enumerate(fit.history)]
-        seconds += fit.seconds
+        if cfg.end_to_end:
+            optim = dataclasses.replace(cfg.optim, epochs=epochs,
+                                        warmup_epochs=cfg.optim.warmup_epochs if stage == 1 else 0.0)
+            fit = train.fit(task, data, optim, cfg.runtime, checkpoint, generator, resume,
+                            {**base, "stage": stage, "active": active}, None if on_epoch_end is None else
+                            (lambda epoch, rows: on_epoch_end(done + epoch, history + rows)),
+                            desc=f"{cfg.method} stage {stage}/{len(plan)}", test_each_epoch=False)
+            net.load_trainable(fit.best_state, "selected state")  # the next stage starts from this stage's selection
+            rows, best, fit_seconds = fit.history, fit.best_epoch, fit.seconds
+        else:  # the block-local phases only: one row holding what the epoch rows would (validation, block report)
+            val = task.evaluate(data, "val", cfg.runtime)
+            rows = [{"epoch": 1, "val_accuracy": val["accuracy"],
+                     **{f"val_{k}": v for k, v in val.items() if k not in ("accuracy", "loss")}, **task.epoch_log()}]
+            best, fit_seconds = 1, 0.0
+        if probe_cache is not None:
+            widths["after end-to-end" if cfg.end_to_end else "final"] = blockwise.width_errors(net, probe_cache,
+                                                                                            width_gammas)
+        history += [{**row, "run_epoch": done + i + 1} for i, row in enumerate(rows)]
+        distill_seconds = distill["seconds"] if distill else 0.0
+        seconds += fit_seconds + distill_seconds
         acc = evaluate_gammas(net, data, cfg.select_gammas, cfg.k_select, "test", cfg.runtime, cfg.seed)
-        stages.append({"stage": stage, "blocks": net.active_blocks, "epochs": epochs, "best_epoch": fit.best_epoch,
-                       "val_accuracy": fit.history[fit.best_epoch - 1]["val_accuracy"], "test_accuracy": acc,
-                       "alpha": net.alphas(), "seconds": fit.seconds, "prefit": records, "after_prefit": probe,
-                       "prefit_seconds": sum(r["seconds"] for r in records.values())})
+        stages.append({"stage": stage, "blocks": net.active_blocks, "epochs": epochs if cfg.end_to_end else 0,
+                       "best_epoch": best, "val_accuracy": rows[best - 1]["val_accuracy"], "test_accuracy": acc,
+                       "alpha": net.alphas(), "seconds": fit_seconds, "prefit": records, "after_prefit": probe,
+                       "prefit_seconds": sum(r["seconds"] for r in records.values()), "blockwise": distill,
+                       "blockwise_seconds": distill_seconds, "widths": widths})
         seconds += sum(r["seconds"] for r in records.values())  # the pre-fit is training time too
     t0 = time.perf_counter()
+    net.noise = cfg.coordinate_noise  # K-averaging resamples with the noise the INR was trained with
     accuracy = evaluate_gammas(net, data, cfg.gammas_eval, cfg.k_samples, "test", cfg.runtime, cfg.seed)
+    single = accuracy if cfg.k_samples == 1 else evaluate_gammas(net, data, cfg.gammas_eval, 1, "test", cfg.runtime)
+    mixed = [{"gammas": mix, "accuracy": train.evaluate(net.export(mix, cfg.k_samples, cfg.seed), data, "test",
+                                                        cfg.runtime)["accuracy"]}
+             for mix in mixed_configurations(net.blocks, cfg.gamma_max)] if cfg.train_inr else []
     prior_acc = train.evaluate(prior, data, "test", cfg.runtime)["accuracy"]
     net = net.to("cpu")
-    pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
     metrics = {
-        "accuracy": accuracy,
+        "accuracy": accuracy, "accuracy_k1": single, "k_samples": cfg.k_samples, "eval_noise": net.noise,
+        "mixed": mixed,
         "kind": {metamorph.gamma_key(g): net.kind(g, pool) for g in cfg.gammas_eval},
         "cost": {metamorph.gamma_key(g): net.cost(g, data.input_shape) for g in cfg.gammas_eval},
         "widths": {metamorph.gamma_key(g): net.widths(g) for g in cfg.gammas_eval},
@@ -340,13 +389,30 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         "generated_parameters": sum(t.numel() for t in net.prior_tensors().values()),
         "blocks": net.blocks, "pool": pool, "method": cfg.method, "ablation": cfg.ablation, "setting": cfg.setting,
         "switches": {k: getattr(cfg, k) for k in ("incremental", "alpha_scaling", "accumulate", "inr_init", "train_tail",
-                                                   "train_inr", "alpha_init", "prefit", "size_features")}
+                                                   "train_inr", "alpha_init", "prefit", "size_features",
+                                                   "end_to_end", "per_block_gammas", "sandwich")}
+        | {"width_distillation": cfg.width_distillation}
         | {"disentangled": cfg.inr.disentangled, "reconstruction_kind": cfg.loss.reconstruction_kind},
     }
     path = net.save(out_dir / "metamorph.pt", config=C.to_dict(cfg), prior_config=record["config"],
                     dataset=data.name, input_shape=data.input_shape, skeleton_digest=digest, metrics=metrics,
                     provenance=provenance(device), smoothed=str(smoothed_path))
     return MorphResult(net.eval(), history, metrics, path)
+
+
+def mixed_configurations(blocks: Sequence[str], gamma_max: float) -> list[dict[str, float]]:
+    """Networks whose blocks sit at different widths of the pool: γ evenly spaced over [0, gamma_max] across the
+    blocks, and its cyclic shifts (one per block; none for a single block), so each block takes every one of them."""
+    n = len(blocks)
+    if n < 2:
+        return []
+    spread = [gamma_max * i / (n - 1) for i in range(n)]
+    return [dict(zip(blocks, spread[k:] + spread[:k])) for k in range(n)]
+
+
+def width_study_gammas(cfg: C.MorphConfig) -> list[float]:
+    """The γ at which the width study measures each block's output error: those the run evaluates."""
+    return sorted(set(cfg.gammas_eval))
 
 
 def _refuse_other_prior(checkpoint: Path, digest: str, smoothed_path, resume: bool) -> None:

@@ -61,6 +61,8 @@ NOTEBOOKS = PROJECT_ROOT / "notebooks"
 _NUMBERED = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 SEEDS = {"full": 3, "paper": 3}  # default number of seeds of the prior-dependent rows per profile (1 elsewhere)
 ABLATION_PROFILES = ("ablations", "paper")  # profiles that add the ablation rows, the block sweep and HTTY ×3
+EVERY_RECIPE_PROFILES = ("smoke", *ABLATION_PROFILES)  # profiles that also run the pre-fit recipe; quick and full run
+# only its successor, the block-wise recipe, to stay within their time budgets
 
 
 def variants(stem: str, profile: str, seed: int = 0, seeds: int | None = None,
@@ -69,18 +71,19 @@ def variants(stem: str, profile: str, seed: int = 0, seeds: int | None = None,
 
     The prior (notebook 01) and its smoothing (02) are made once. Over `seeds` seeds (None: SEEDS's default for
     the profile): notebook 03's null control (blocks removed, tail retrained; evaluated once: it has no γ), HTTY,
-    NeuMeta and the kit's 'prefit' recipe, one run each per seed, and notebook 04's individually trained networks
+    NeuMeta and the kit's 'blockwise' recipe (and in EVERY_RECIPE_PROFILES its predecessor 'prefit'), one run each
+    per seed, and notebook 04's individually trained networks
     and pruning (one run holding every seed's rows). Once: the null control, HTTY and NeuMeta on the setting's
     first block alone (paper 000 Table 2). In ABLATION_PROFILES also: NeuMeta on the first k metamorphic blocks
     for every smaller k (the Fig. 4 sweep; HTTY's own stages give its curve), one run per ablation row of
-    paper 000 Table 1 and of the prefit recipe, and HTTY with 3× the epochs (Fig. 6)."""
+    paper 000 Table 1 and of the kit's two recipes, and HTTY with 3× the epochs (Fig. 6)."""
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise KitError(f"The number of seeds must be an integer ≥ 1; got {seeds!r}.")
     seeds = SEEDS.get(profile, 1) if seeds is None else seeds
     tag = (lambda s: f"-s{s}") if seeds > 1 else (lambda s: "")
     if stem == "07_why_blocks_switch_off":  # the study reads the first seed's runs of notebook 03
-        return [("", {"PAPER": f"htty{tag(seed)}", "OURS": f"prefit{tag(seed)}", "NULL": f"null{tag(seed)}",
-                      "BASELINE": f"neumeta{tag(seed)}"})]
+        return [("", {"PAPER": f"htty{tag(seed)}", "OURS": f"blockwise{tag(seed)}", "WIDTHS": f"blockwise{tag(seed)}",
+                      "NULL": f"null{tag(seed)}", "BASELINE": f"neumeta{tag(seed)}"})]
     if stem == "04_baselines":
         return [("", {"SEEDS": seeds})]
     if stem != "03_incremental_metamorphosis":
@@ -91,8 +94,8 @@ def variants(stem: str, profile: str, seed: int = 0, seeds: int | None = None,
     # the null control first (its γ-independent accuracy is one evaluation), so every later run's plot can draw it
     runs = [(f"null{tag(seed + i)}", {"METHOD": "null", "SEED": seed + i, "GAMMAS_EVAL": [0.0]}) for i in range(seeds)]
     runs.append(("null-blocks1", {"METHOD": "null", "SETTING": f"{morph.setting}:1", "GAMMAS_EVAL": [0.0], "SEED": seed}))
-    runs += [(f"{m}{tag(seed + i)}", {"METHOD": m, "SEED": seed + i}) for m in ("htty", "neumeta", "prefit")
-             for i in range(seeds)]
+    methods = ("htty", "neumeta", "blockwise") + (("prefit",) if profile in EVERY_RECIPE_PROFILES else ())
+    runs += [(f"{m}{tag(seed + i)}", {"METHOD": m, "SEED": seed + i}) for m in methods for i in range(seeds)]
     with_blocks = metamorph.blocks_for(models.resnet(prior.model.depth, prior.model.width), morph.setting)
     ablations = profile in ABLATION_PROFILES
     sweep = range(1, len(with_blocks)) if ablations else [1][:len(with_blocks) - 1]  # k < all blocks
@@ -103,8 +106,8 @@ def variants(stem: str, profile: str, seed: int = 0, seeds: int | None = None,
     runs.append(("htty-blocks1", {"METHOD": "htty", "SETTING": f"{morph.setting}:1", "GAMMAS_EVAL": table, "SEED": seed}))
     runs += [(f"neumeta-blocks{k}", {"METHOD": "neumeta", "SETTING": f"{morph.setting}:{k}", "GAMMAS_EVAL": table,
                                      "SEED": seed}) for k in sweep]
-    if ablations:
-        runs += [(f"{m}-no-{a}", {"METHOD": m, "ABLATION": a, "SEED": seed}) for m in ("htty", "prefit")
+    if ablations:  # every recipe's ablation rows
+        runs += [(f"{m}-no-{a}", {"METHOD": m, "ABLATION": a, "SEED": seed}) for m in ("htty", "prefit", "blockwise")
                  for a in C.ABLATIONS[m] if a != "none"]
         runs.append(("htty-x3", {"METHOD": "htty", "EPOCH_SCALE": 3, "SEED": seed}))
     return runs

@@ -19,6 +19,11 @@ _CPU_MORPH = {"setting": "layer2.1,layer2.2,layer3.1", "inr": {"hidden": 128, "d
               "val_images": 2000, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2, "tail_lr": 1e-3,
               "optim": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0.5}}
 
+# The block-wise recipe's phases on 2 CPU cores (a method's section 'morph.<method>' sizes its phases, over its
+# switches and under its ablations): a 1,000-step pre-fit per block, 150 distillation steps on 64 cached inputs
+# each (the three blocks' convolutions cost as much as the INR's generation at 128), 3 epochs end to end.
+_CPU_BLOCKWISE = {"prefit_steps": 1000, "joint_epochs": 3, "blockwise": {"steps": 150, "batch_size": 64}}
+
 # quick fits the whole pipeline (01 → 07) in 25 minutes on 2 cores: its prior and the individually trained
 # baselines see a class-balanced 30,000 of the training images (90.3% test accuracy; 20,000 gave 88.8%), every
 # notebook tests on a class-balanced 5,000 of the 10,000 test images (standard error ≈ 0.4 points at 90%), and
@@ -28,8 +33,13 @@ _QUICK = {
               "model": {"depth": 20, "width": 16},
               "optim": {"epochs": 4}},
     "morph": {**_CPU_MORPH, "k_samples": 5},
+    "morph.blockwise": _CPU_BLOCKWISE,
     "baseline": {"setting": _CPU_MORPH["setting"], "individual_gammas": [0.5],
-                 "prune_gammas": [0.125, 0.25, 0.5, 0.75]},
+                 "prune_gammas": [0.125, 0.25, 0.5, 0.75],
+                 # pruning + fine-tuning at the block-wise recipe's training budget: one epoch over the same 12,800
+                 # training images (100 SGD steps of 128) per width, for the Hessian criterion (the best without
+                 # fine-tuning on this prior); the recipe's end-to-end phase alone passes 3 epochs × 3 widths of them
+                 "finetune_epochs": 1, "finetune_images": _CPU_MORPH["train_images"], "finetune_criteria": ["hessian"]},
 }
 
 # full is quick at three seeds (kit.pipeline.SEEDS): the null control, HTTY, NeuMeta, the pre-fit recipe, the
@@ -50,8 +60,11 @@ PROFILES: dict[str, dict[str, dict]] = {
             "setting": "layer1.0,layer2.0", "inr": {"hidden": 32, "depth": 2, "num_freqs": 4}, "pool_size": 5,
             "batch_size": 32, "k_samples": 2, "k_select": 2, "select_gammas": [0.0, 0.5], "alpha_lr": 1e-2,
             "tail_lr": 1e-3, "gammas_eval": [-0.25, 0.0, 0.25, 0.3125, 0.5, 0.75], "prefit_steps": 200,
+            "blockwise": {"images": 256, "probe_images": 64, "batch_size": 32, "probe_every": 20,
+                          "checkpoint_every": 20},
             "optim": {"epochs": 1, "lr": 3e-3, "warmup_epochs": 0.2}, "runtime": {"progress": False},
         },
+        "morph.blockwise": {"joint_epochs": 1, "blockwise": {"steps": 40, "warmup_steps": 5}},
         "baseline": {"setting": "layer1.0,layer2.0", "individual_gammas": [0.5], "prune_gammas": [0.25, 0.5],
                      "calibration_images": 64, "finetune_epochs": 1, "finetune_images": 256,
                      "runtime": {"progress": False}},

@@ -37,7 +37,13 @@ ROW_NAMES = {"individual": "Individual", "neumeta": "NeuMeta", "htty": "HTTY (pa
              "prefit − distill": "Pre-fit recipe with cross-entropy instead of distillation",
              "prefit − alpha-init": "Pre-fit recipe with α starting at 0",
              "prefit − relative": "Pre-fit recipe with the weighted reconstruction",
-             "prefit − frozen-tail": "Pre-fit recipe with the tail trained"}
+             "prefit − frozen-tail": "Pre-fit recipe with the tail trained",
+             "blockwise": "Block-wise recipe (kit)", "blockwise − prefit": "Block-wise recipe without the pre-fit",
+             "blockwise − blockwise": "Block-wise recipe without the width distillation",
+             "blockwise − end-to-end": "Block-wise recipe without the end-to-end phase",
+             "blockwise − per-block": "Block-wise recipe, one γ for every block",
+             "blockwise − sandwich": "Block-wise recipe without the sandwich rule",
+             "blockwise − warmup": "Block-wise recipe, distillation without warm-up"}
 ALWAYS = ("individual", "neumeta", "htty", "null")  # rows shown (empty, with a note) even when not run
 CRITERIA = {"random": "random", "l1": "L1", "l2": "L2", "taylor": "Taylor", "hessian": "Hessian"}  # pruning rows
 
@@ -130,9 +136,10 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
         rows.insert(0, {"name": "Individual", "key": "individual", "seeds": 0, "values": [None] * len(columns)})
     rows += _pruning(run, setting, gammas)
     missing = [display_name(k) for k in ALWAYS if k not in summary and (k != "individual" or individual is None)]
-    ablations = {m: [k for k in ROW_NAMES if k.startswith(m + " − ") and k not in summary] for m in ("htty", "prefit")}
-    absent = [f"{len(rows)} {'HTTY' if m == 'htty' else 'pre-fit recipe'} ablation row(s)" for m, rows in ablations.items()
-              if rows]
+    ablations = {m: [k for k in ROW_NAMES if k.startswith(m + " − ") and k not in summary]
+                 for m in ("htty", "prefit", "blockwise")}
+    words = {"htty": "HTTY", "prefit": "pre-fit recipe", "blockwise": "block-wise recipe"}
+    absent = [f"{len(rows)} {words[m]} ablation row(s)" for m, rows in ablations.items() if rows]
     if missing or absent:
         notes.append("Not in this run folder: " + ", ".join(missing + absent) + f". {hint}".rstrip())
     if unseen is None and summary:
@@ -350,7 +357,7 @@ def describe_table(table: Table, blocks: dict[str, dict] | None = None) -> str:
     if parts and study.block_state(blocks.get("htty", {})) == study.OFF:
         text += (f" Caveat: HTTY's generated blocks are switched off in this run ({study.block_numbers(blocks['htty'])}),"
                  " so these gaps come from the rest of the network, which every γ shares, not from generated weights.")
-    for key in ("htty", "prefit", "neumeta"):
+    for key in ("htty", "prefit", "blockwise", "neumeta"):
         if (v := versus(key, "null")) is not None:
             text += (f" {display_name(key)} averages {v[0] - v[1]:+.2f} points against the null control (the prior with "
                      f"these blocks removed, tail retrained){': its generated blocks add nothing' if v[0] - v[1] <= 1 else ''}"

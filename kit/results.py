@@ -96,7 +96,8 @@ def estimate(row: dict, gamma: str) -> Estimate | None:
 
 
 def summarise(runs: dict[str, dict], setting: str | None = None) -> dict[str, dict]:
-    """{label: {'seeds': n, 'accuracy': {γ: (mean, std)}, 'train_seconds': (mean, std) or None where a run did
+    """{label: {'seeds': n, 'accuracy': {γ: (mean, std)} (K-averaged), 'accuracy_k1': the same at K = 1 (None where
+    a run did not record it), 'k_samples': the K values recorded, 'train_seconds': (mean, std) or None where a run did
     not record it}} over the runs of one setting (the most common one when None), grouping seeds of the same method
     and ablation."""
     if not runs:
@@ -115,6 +116,9 @@ def summarise(runs: dict[str, dict], setting: str | None = None) -> dict[str, di
         gammas = [g for g in rs[0]["accuracy"] if all(g in r["accuracy"] for r in rs)]
         out[name] = {"seeds": len(rs), "setting": setting,
                      "accuracy": {g: mean_std([r["accuracy"][g] for r in rs]) for g in gammas},
+                     "accuracy_k1": ({g: mean_std([r["accuracy_k1"][g] for r in rs]) for g in gammas}
+                                     if all(g in r.get("accuracy_k1", {}) for r in rs for g in gammas) else None),
+                     "k_samples": sorted({r.get("k_samples") for r in rs if r.get("k_samples") is not None}),
                      "kind": rs[0].get("kind", {}), "any_gamma": all(is_null(r) for r in rs),
                      "train_seconds": (mean_std([r["train_seconds"] for r in rs])
                                        if all("train_seconds" in r for r in rs) else None)}
@@ -250,6 +254,8 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
       prior_gap_at_0        prior − recipe at γ = 0
       worst_seen_gap        largest prior − recipe over the seen γ in [0, 0.5]
       seen_to_between_drop  mean over seen γ − mean over between γ
+      worst_between_gap     largest (mean of its two neighbouring evaluated pool γ) − recipe, over the between γ
+      worst_mixed_gap       largest prior − recipe over the networks whose blocks sit at different pool γ (mean over seeds)
       min_over_null         smallest recipe − null control over γ ≤ 0.5 (None without a null control)
       min_over_pruning      smallest recipe − best pruning criterion without fine-tuning, over the γ both have
       over_finetuned        {γ: recipe − best fine-tuned pruning} where notebook 04 fine-tuned
@@ -278,6 +284,8 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
                                    for k, v in b.items() if k.startswith("error") and k.endswith("weight")),
            "min_branch_scale": min(b["branch scale"] for r in mine.values()
                                    for b in (r.get("block_report") or {}).values()),
+           "worst_between_gap": _worst_between_gap(acc, kinds, next(iter(mine.values()))["pool"]),
+           "worst_mixed_gap": _worst_mixed_gap(mine.values(), prior),
            "min_over_pruning": None, "over_finetuned": {}}
     if baselines and baselines.get("setting") == setting:
         pruned: dict[bool, dict[str, float]] = {False: {}, True: {}}  # best criterion's mean over seeds, per γ
@@ -289,6 +297,30 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
         out["min_over_pruning"] = min(100 * (acc[g] - pruned[False][g]) for g in common) if common else None
         out["over_finetuned"] = {g: 100 * (acc[g] - a) for g, a in pruned[True].items() if g in acc}
     return out
+
+
+def _worst_between_gap(acc: dict[str, float], kinds: dict[str, str], pool: list[float]) -> float | None:
+    """Largest (mean of the two evaluated pool γ around it) − accuracy over the between-pool γ, in points."""
+    gaps = []
+    for g, a in acc.items():
+        if kinds.get(g) != "between":
+            continue
+        x = float(g)
+        lo = [k for k in acc if float(k) in pool and float(k) < x]
+        hi = [k for k in acc if float(k) in pool and float(k) > x]
+        if lo and hi:
+            near = (acc[max(lo, key=float)] + acc[min(hi, key=float)]) / 2
+            gaps.append(100 * (near - a))
+    return max(gaps) if gaps else None
+
+
+def _worst_mixed_gap(runs, prior: float) -> float | None:
+    """Largest prior − accuracy (points) over the per-block-width networks (`metrics['mixed']`), mean over runs."""
+    per: dict[str, list[float]] = {}
+    for r in runs:
+        for m in r.get("mixed") or []:
+            per.setdefault(repr(sorted(m["gammas"].items())), []).append(m["accuracy"])
+    return max(100 * (prior - sum(v) / len(v)) for v in per.values()) if per else None
 
 
 # ---------------------------------------------------------------- notebook 04's rows

@@ -105,7 +105,7 @@ def test_notebook_02_smooths_without_changing_the_function(smoke_run):
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("method", ["htty", "neumeta", "prefit"])
+@pytest.mark.parametrize("method", ["htty", "neumeta", "prefit", "blockwise"])
 def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
     folder = smoke_run[0] / "03_incremental_metamorphosis" / method
     m = io.read_json(folder / "metrics.json")
@@ -116,14 +116,21 @@ def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
     assert {"seen", "between", "smaller", "larger"} <= set(m["kind"].values())  # seen and unseen γ both evaluated
     assert m["train_seconds"] > 0 and m["inr_parameters"] > 0
     assert m["smoothed"].endswith("02_permutation/smoothed.pt")
-    stages = 1 if method == "neumeta" else 2  # smoke: two metamorphic blocks, one stage each for HTTY and prefit
-    assert len(m["stages"]) == stages and m["switches"]["incremental"] == (method != "neumeta")
+    joint = method in ("neumeta", "blockwise")  # one stage of every block; smoke: two blocks, else a stage each
+    stages = 1 if joint else 2
+    assert len(m["stages"]) == stages and m["switches"]["incremental"] == (not joint)
     assert bool(m["alpha"]) == (method != "neumeta")
     assert len(m["history"]) == m["epochs"] and all(f"branch scale@{b}" in m["history"][-1] for b in m["blocks"])
     fitted = [b for s in m["stages"] for b in s["prefit"]]
-    assert fitted == (m["blocks"] if method == "prefit" else [])  # each block pre-fitted once, when it joins
+    assert fitted == (m["blocks"] if method in ("prefit", "blockwise") else [])  # each block pre-fitted once
+    assert set(m["accuracy_k1"]) == set(m["accuracy"]) and m["eval_noise"] == m["config"]["coordinate_noise"]
+    assert [set(mix["gammas"]) for mix in m["mixed"]] == [set(m["blocks"])] * len(m["blocks"])
+    phases = m["stages"][-1]["widths"]
+    assert list(phases) == {"prefit": ["after pre-fit", "after end-to-end"], "blockwise": [
+        "after pre-fit", "after distillation", "after end-to-end"]}.get(method, ["after end-to-end"])
+    widths = ["widths.png"] + (["distillation.png"] if method == "blockwise" else [])
     for name in ("metamorph.pt", "accuracy_vs_gamma.png", "cost_vs_gamma.png", "kernels.png", "stages.png",
-                 "alpha.png", "training_curves.png", *[f"checkpoint_stage{k}.pt" for k in range(1, stages + 1)]):
+                 "alpha.png", "training_curves.png", *widths, *[f"checkpoint_stage{k}.pt" for k in range(1, stages + 1)]):
         assert (folder / name).is_file(), name
     from kit import study
     printed = _printed(folder / "03_incremental_metamorphosis.ipynb")  # what the block report measured, in words
@@ -133,22 +140,25 @@ def test_notebook_03_records_accuracy_per_gamma(smoke_run, method):
 
 def test_pipeline_variants_cover_seeds_ablations_and_the_block_sweep():
     assert [n for n, _ in pipeline.variants("03_incremental_metamorphosis", "quick")] == [
-        "null", "null-blocks1", "htty", "neumeta", "prefit", "htty-blocks1", "neumeta-blocks1"]  # one block: Table 2
+        "null", "null-blocks1", "htty", "neumeta", "blockwise", "htty-blocks1", "neumeta-blocks1"]  # one block: Table 2
+    assert [n for n, _ in pipeline.variants("03_incremental_metamorphosis", "smoke")][4:6] == ["blockwise", "prefit"]
     assert pipeline.variants("01_prior_training", "full") == [("", {})]
     full = dict(pipeline.variants("03_incremental_metamorphosis", "full"))
-    assert [full[f"htty-s{s}"]["SEED"] for s in range(3)] == [0, 1, 2] and "neumeta-s2" in full and "prefit-s2" in full
+    assert [full[f"htty-s{s}"]["SEED"] for s in range(3)] == [0, 1, 2] and "neumeta-s2" in full and "blockwise-s2" in full
     assert [full[f"null-s{s}"]["GAMMAS_EVAL"] for s in range(3)] == [[0.0]] * 3  # one network: evaluated once
     assert len(full) == 15 and not any("-no-" in k or k == "htty-x3" for k in full)  # ablations: their own profile
     ablations = dict(pipeline.variants("03_incremental_metamorphosis", "ablations"))
-    for method in ("htty", "prefit"):
+    assert ablations["prefit"] == {"METHOD": "prefit", "SEED": 0}  # the block-wise recipe's predecessor
+    for method in ("htty", "prefit", "blockwise"):
         assert {v["ABLATION"] for k, v in ablations.items() if k.startswith(f"{method}-no-")} == \
             set(C.ABLATIONS[method]) - {"none"}
     blocks = C.build(C.MorphConfig, "ablations").setting
     assert ablations["neumeta-blocks1"]["SETTING"] == f"{blocks}:1" and "neumeta-blocks3" not in ablations  # the main run
     assert ablations["htty-x3"]["EPOCH_SCALE"] == 3 and ablations["htty-blocks1"]["SETTING"] == f"{blocks}:1"
-    assert full["neumeta-blocks1"] == ablations["neumeta-blocks1"] and len(ablations) == 21
+    assert full["neumeta-blocks1"] == ablations["neumeta-blocks1"] and len(ablations) == 28
     assert pipeline.variants("07_why_blocks_switch_off", "full") == [("", {
-        "PAPER": "htty-s0", "OURS": "prefit-s0", "NULL": "null-s0", "BASELINE": "neumeta-s0"})]
+        "PAPER": "htty-s0", "OURS": "blockwise-s0", "WIDTHS": "blockwise-s0", "NULL": "null-s0",
+        "BASELINE": "neumeta-s0"})]
 
 
 @pytest.mark.notebook
@@ -241,7 +251,7 @@ def test_notebook_06_records_the_explorer_and_draws_its_default_view(smoke_run):
     m = io.read_json(folder / "metrics.json")
     cfg = C.build(C.ExplorerConfig, "smoke")
     assert m["config"]["profile"] == "smoke" and m["eval_images"] == cfg.eval_images
-    assert set(m["explorer"]) == {"prefit", "htty", "neumeta"} and "prune-l1" in m["methods"]  # the null control: a line
+    assert set(m["explorer"]) == {"blockwise", "prefit", "htty", "neumeta"} and "prune-l1" in m["methods"]  # the null control: a line
     for method in m["explorer"].values():
         assert list(method["accuracy"]) == [format(float(g), ".10g") for g in cfg.record_gammas]
         assert all(0 <= a <= 1 for a in method["accuracy"].values())
@@ -260,13 +270,19 @@ def test_notebook_06_records_the_explorer_and_draws_its_default_view(smoke_run):
 def test_notebook_07_reads_the_runs_against_the_null_control(smoke_run):
     folder = smoke_run[0] / "07_why_blocks_switch_off"
     m = io.read_json(folder / "metrics.json")
-    assert m["runs"] == {"htty": "htty", "prefit": "prefit", "null": "null", "neumeta": "neumeta"}
+    assert m["runs"] == {"htty": "htty", "blockwise": "blockwise", "null": "null", "neumeta": "neumeta"}
     assert m["alpha_zero_gradient"]["0.0"] == 0.0 and m["alpha_zero_gradient"]["1.0"] > 0  # measured, not asserted
     null = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "null" / "metrics.json")["accuracy"]["0"]
-    prefit = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "prefit" / "metrics.json")
+    ours = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "blockwise" / "metrics.json")
     assert m["null_accuracy"] == null
-    assert m["over_null"]["prefit"] == {g: round(100 * (a - null), 2) for g, a in prefit["accuracy"].items()}
-    assert [r["block"] for r in m["prefit"]] == [b for b in prefit["blocks"] for _ in range(4)]  # 4 tensors a block
-    assert set(m["sentences"]) == {"htty", "prefit"} and all("branch scale" in s for s in m["sentences"].values())
-    for name in ("evidence.png", "prefit.png", "final_gamma.png"):
+    assert m["over_null"]["blockwise"] == {g: round(100 * (a - null), 2) for g, a in ours["accuracy"].items()}
+    assert [r["block"] for r in m["prefit"]] == [b for b in ours["blocks"] for _ in range(4)]  # 4 tensors a block
+    assert set(m["sentences"]) == {"htty", "blockwise"} and all("branch scale" in s for s in m["sentences"].values())
+    assert m["widths"]["blockwise"] == ours["stages"][-1]["widths"]  # the width study, read from the record
+    trials = m["fine_tuning"]
+    assert len(trials) == 3 and all(t["first_step_max"] > 0 and t["widths"][0]["step"] == 0 for t in trials.values())
+    no_warmup = next(t for name, t in trials.items() if name.startswith("Adam 3e-4, no"))
+    warmed = next(t for name, t in trials.items() if "warm-up" in name and "no warm-up" not in name)
+    assert no_warmup["first_step_max"] > warmed["first_step_max"]  # the warm-up's first step is a fraction of the rate
+    for name in ("evidence.png", "prefit.png", "final_gamma.png", "widths-blockwise.png", "first_steps.png"):
         assert (folder / name).is_file(), name

@@ -49,8 +49,8 @@ def kit_folder(tmp_path):
     return folder, tmp_path / "run", ran
 
 
-ALL = ["01_a", "02_b", *(f"{MORPH}/{v}" for v in ("htty", "htty-blocks1", "neumeta", "neumeta-blocks1", "null",
-                                                    "null-blocks1", "prefit"))]  # sorted
+ALL = ["01_a", "02_b", *(f"{MORPH}/{v}" for v in ("blockwise", "htty", "htty-blocks1", "neumeta", "neumeta-blocks1",
+                                                    "null", "null-blocks1", "prefit"))]  # sorted
 
 
 def _statuses(records):
@@ -188,18 +188,20 @@ def test_seeds_sets_the_seeded_rows_of_notebook_03():
     assert quick == [("null-s5", {"METHOD": "null", "SEED": 5, "GAMMAS_EVAL": [0.0]}),
                      ("null-s6", {"METHOD": "null", "SEED": 6, "GAMMAS_EVAL": [0.0]}),
                      ("null-blocks1", {"METHOD": "null", "SETTING": one["SETTING"], "GAMMAS_EVAL": [0.0], "SEED": 5}),
-                     *[(f"{m}-s{s}", {"METHOD": m, "SEED": s}) for m in ("htty", "neumeta", "prefit") for s in (5, 6)],
+                     *[(f"{m}-s{s}", {"METHOD": m, "SEED": s}) for m in ("htty", "neumeta", "blockwise") for s in (5, 6)],
                      ("htty-blocks1", {"METHOD": "htty", **one}), ("neumeta-blocks1", {"METHOD": "neumeta", **one})]
     assert pipeline.variants(MORPH, "quick", seeds=None) == pipeline.variants(MORPH, "quick", seeds=1)
     assert pipeline.variants(MORPH, "full") == pipeline.variants(MORPH, "full", seeds=3)
     full, single = pipeline.variants(MORPH, "full"), pipeline.variants(MORPH, "full", seeds=1)
-    assert [n for n, _ in single[:5]] == ["null", "null-blocks1", "htty", "neumeta", "prefit"]
+    assert [n for n, _ in single[:5]] == ["null", "null-blocks1", "htty", "neumeta", "blockwise"]
     assert single[5:] == full[13:]  # the other rows run once either way
     assert single == pipeline.variants(MORPH, "quick")  # full is quick at three seeds: no ablation rows
     ablations = pipeline.variants(MORPH, "ablations")
-    assert ablations[:len(single)] == single and len(ablations) == 21  # + block sweep, 12 ablations, HTTY ×3
-    assert {n for n, _ in ablations[len(single):]} >= {"neumeta-blocks2", "htty-no-alpha", "prefit-no-prefit", "htty-x3"}
-    assert len(pipeline.variants(MORPH, "paper", seeds=1)) == 25  # paper: 6-block sweep
+    assert len(ablations) == len(single) + 1 + 1 + 18 + 1  # + the pre-fit recipe, block sweep, 18 ablations, HTTY ×3
+    assert [n for n, _ in ablations if n != "prefit"][:len(single)] == [n for n, _ in single]
+    assert {n for n, _ in ablations[len(single):]} >= {"neumeta-blocks2", "htty-no-alpha", "prefit-no-prefit", "htty-x3",
+                                                       "blockwise-no-blockwise"}
+    assert len(pipeline.variants(MORPH, "paper", seeds=1)) == 32  # paper: 6-block sweep
     assert pipeline.variants("01_prior_training", "full", seeds=4) == [("", {})]
     assert pipeline.variants("04_baselines", "full") == [("", {"SEEDS": 3})]  # every seed's baselines in one run
     assert pipeline.variants("04_baselines", "quick", seeds=2) == [("", {"SEEDS": 2})]
