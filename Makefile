@@ -66,6 +66,7 @@ bench: setup
 	$(PY) -m kit bench permute
 	$(PY) -m kit bench inr
 	$(PY) -m kit bench prefit
+	$(PY) -m kit bench blockwise
 	$(PY) -m kit bench explorer
 
 # JupyterLab in the project's environment, on notebooks/ (the kit's kernel; the γ explorer is notebook 06).

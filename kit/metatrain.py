@@ -371,7 +371,9 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     t0 = time.perf_counter()
     net.noise = cfg.coordinate_noise  # K-averaging resamples with the noise the INR was trained with
     accuracy = evaluate_gammas(net, data, cfg.gammas_eval, cfg.k_samples, "test", cfg.runtime, cfg.seed)
-    single = accuracy if cfg.k_samples == 1 else evaluate_gammas(net, data, cfg.gammas_eval, 1, "test", cfg.runtime)
+    # K = 1 beside K (the null control never uses its INR: one network whatever K)
+    single = accuracy if cfg.k_samples == 1 or not cfg.train_inr else evaluate_gammas(net, data, cfg.gammas_eval, 1,
+                                                                                      "test", cfg.runtime)
     mixed = [{"gammas": mix, "accuracy": train.evaluate(net.export(mix, cfg.k_samples, cfg.seed), data, "test",
                                                         cfg.runtime)["accuracy"]}
              for mix in mixed_configurations(net.blocks, cfg.gamma_max)] if cfg.train_inr else []

@@ -91,6 +91,23 @@ def test_bench_prefit_fits_each_block_times_a_step_and_judges_the_run(smoke_run,
         bench_prefit.bench_prefit(tmp_path, "smoke", "cpu")
 
 
+def test_bench_blockwise_reads_the_phases_times_a_step_and_judges_the_run(smoke_run, capsys, tmp_path):
+    from kit.bench import blockwise as bench_blockwise
+    r = bench_blockwise.bench_blockwise(smoke_run[0], "blockwise", "cpu", rounds=1)
+    f = r["figures"]
+    assert f["method"] == "blockwise" and f["null_accuracy"] is not None and f["min_over_pruning"] is not None
+    assert f["phases"]["pre-fit"] > 0 and f["phases"]["width distillation"] > 0 and f["phases"]["end-to-end"] > 0
+    assert f["worst_mixed_gap"] is not None and f["worst_between_gap"] is not None  # smoke evaluates γ = 0.3125
+    assert all(t > 0 for t in r["seconds"].values()) and r["configurations"]["distillation step"] == 3
+    assert r["holds"] == bench_blockwise.holds(f)
+    assert (r["time_to_acceptance"] is None) == (False in r["holds"].values())
+    bench_blockwise.print_blockwise(r)
+    out = capsys.readouterr().out
+    assert "time to acceptance" in out and "width distillation" in out
+    with pytest.raises(KitError, match="run `make run`"):
+        bench_blockwise.bench_blockwise(tmp_path, "blockwise", "cpu")
+
+
 def test_bench_permute_compares_the_kit_search_with_fast_tsp_side_by_side(capsys):
     from kit.bench import permute as bench_permute
     rows = bench_permute.bench_permute(widths=(4,), depth=8)

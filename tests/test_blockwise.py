@@ -32,11 +32,19 @@ def test_cached_block_inputs_and_outputs_are_the_priors_activations(smoothed_smo
     # the prior's own forward pass, observed at each block
     modules = dict(prior.named_modules())
     seen = {}
-    hooks = [modules[b].register_forward_hook(lambda m, i, o, b=b: seen.setdefault(b, (i[0], o))) for b in BLOCKS]
-    with torch.no_grad():
-        prior(x)
-    for h in hooks:
-        h.remove()
+
+    def keep(block):
+        def hook(module, inputs, output):
+            seen[block] = (inputs[0], output)  # returns None: the output is left as it is
+        return hook
+
+    hooks = [modules[b].register_forward_hook(keep(b)) for b in BLOCKS]
+    try:
+        with torch.no_grad():
+            prior(x)
+    finally:
+        for h in hooks:
+            h.remove()
     for b in BLOCKS:
         assert torch.allclose(cache.inputs[b], seen[b][0], atol=1e-6) and torch.allclose(cache.outputs[b], seen[b][1], atol=1e-6)
         assert torch.allclose(modules[b](cache.inputs[b]), cache.outputs[b], atol=1e-6)  # the block maps one to the other
@@ -179,3 +187,30 @@ def test_the_recipe_trains_evaluates_at_its_own_noise_and_records_the_width_stud
     assert stage["blockwise"]["widths"][0]["error"] == stage["widths"]["after pre-fit"]
     assert stage["blockwise_seconds"] > 0 and (tmp_path / "run" / "blockwise_stage1.pt").exists()
     assert m["switches"]["width_distillation"] and m["switches"]["sandwich"]
+
+
+def test_the_recipe_killed_mid_distillation_resumes_exactly(smoothed_smoke, tmp_path):
+    from tests.test_metatrain import _same_result
+    path, _ = smoothed_smoke
+    cfg = C.build(C.MorphConfig, "smoke", {"method": "blockwise", "prefit_steps": 20, "gammas_eval": [0.0, 0.5],
+                                           "blockwise.steps": 30, "blockwise.checkpoint_every": 10})
+    straight = metatrain.train_morph(cfg, path, tmp_path / "straight")
+    calls = {"n": 0}
+    original = blockwise.step_loss
+
+    def killed(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 25:  # after the distillation's checkpoint at step 20
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    blockwise.step_loss = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            metatrain.train_morph(cfg, path, tmp_path / "killed")
+    finally:
+        blockwise.step_loss = original
+    assert (tmp_path / "killed" / "prefit_stage1.json").exists()  # the pre-fit is not redone on the rerun
+    resumed = metatrain.train_morph(cfg, path, tmp_path / "killed")
+    _same_result(straight, resumed)
+    assert resumed.metrics["stages"][0]["widths"] == straight.metrics["stages"][0]["widths"]

@@ -24,9 +24,9 @@ def ex(smoke_run):
     return E.Explorer(run / "03_incremental_metamorphosis" / "htty" / "metamorph.pt", C.build(C.ExplorerConfig, "smoke"))
 
 
-def test_the_default_checkpoint_is_the_prefit_recipe_else_the_main_htty_run(smoke_run, tmp_path):
+def test_the_default_checkpoint_is_the_blockwise_recipe_else_the_main_htty_run(smoke_run, tmp_path):
     run = smoke_run[0]
-    assert E.default_checkpoint(run) == run / "03_incremental_metamorphosis" / "prefit" / "metamorph.pt"
+    assert E.default_checkpoint(run) == run / "03_incremental_metamorphosis" / "blockwise" / "metamorph.pt"
     seeds = tmp_path / "03_incremental_metamorphosis"  # the layout of a run with --seeds 2, without prefit runs
     for variant, seed in (("htty-s1", 1), ("htty-s0", 0), ("htty-blocks1", 0)):
         (seeds / variant).mkdir(parents=True)
@@ -34,14 +34,14 @@ def test_the_default_checkpoint_is_the_prefit_recipe_else_the_main_htty_run(smok
         (seeds / variant / "metamorph.pt").write_bytes(b"")
         io.write_json({**io.read_json(source / "metrics.json"), "seed": seed}, seeds / variant / "metrics.json")
     assert E.default_checkpoint(tmp_path) == seeds / "htty-s0" / "metamorph.pt"  # most blocks, lowest seed
-    with pytest.raises(KitError, match="No finished pre-fit or HTTY run"):
+    with pytest.raises(KitError, match="No finished block-wise, pre-fit or HTTY run"):
         E.default_checkpoint(tmp_path / "empty")
 
 
 def test_it_offers_what_the_run_folder_holds_on_the_same_blocks(ex, smoke_run):
     criteria = C.build(C.BaselineConfig, "smoke").criteria
     # the one-block runs are not offered (other controls), nor the null control (a line: ex.null)
-    assert list(ex.methods) == ["htty", "neumeta", "prefit", *[f"prune-{c}" for c in criteria]]
+    assert list(ex.methods) == ["htty", "blockwise", "neumeta", "prefit", *[f"prune-{c}" for c in criteria]]
     null = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "null" / "metrics.json")
     assert ex.null == null["accuracy"]["0"] and null["blocks"] == ex.blocks
     assert ex.methods["htty"].label == "HTTY (paper 000)" and ex.methods["htty"].k == C.build(C.MorphConfig, "smoke").k_samples

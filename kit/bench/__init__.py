@@ -6,6 +6,7 @@ One module per benchmark, each run as `python -m kit bench <name>`:
   inr       the INR generating a ResNet-56 last stage: kit against a per-tensor loop and NeuMeta-style code
   htty      one HTTY step (4 configurations) against 4 plain prior steps, and the INR's share
   prefit    the pre-fit recipe: pre-fit per block, one step against an HTTY step, time to acceptance
+  blockwise the block-wise recipe: seconds per phase, a distillation step against an end-to-end step, its acceptance
   explorer  the γ explorer's update latency on a metamorph.pt
   timing    shared: seconds of a call (device synchronised) and medians over alternating rounds
 Importing this package imports none of them (nor torch).
