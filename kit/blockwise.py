@@ -6,7 +6,8 @@ steps for all widths together, and HTTY's γ ≠ 0 configurations (paper 000 sec
 what a block at that width should compute. Here the target is explicit: the prior block B* maps its input x to
 B*(x), and the generated block B_h of hidden width h should too. With x taken from the prior itself, the blocks are
 independent problems (no error compounds from one generated block into the next), every step can train each block
-at several widths, and a step costs the INR's generation plus one block's convolutions, not a whole network. It is
+at several widths, and a configuration costs one generation of the INR plus the generated blocks' convolutions,
+not a whole network's forward and backward pass. It is
 the block-local form of the in-place distillation of slimmable networks (Yu & Huang, ICCV 2019: narrower widths
 learn from the widest one, here from the prior), and of knowledge distillation's hint losses.
 
@@ -21,6 +22,8 @@ a cosine decay. α and the tail are not trained here: the block output already f
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import math
 import time
@@ -94,11 +97,10 @@ def _branch(module, weights: Mapping[str, torch.Tensor], block: str, x: torch.Te
 def block_output(net: metamorph.MetamorphicNet, block: str, weights: Mapping[str, torch.Tensor],
                  x: torch.Tensor) -> torch.Tensor:
     """The output of one generated block on input x with the generated `weights` (its α, if any, is the network's)."""
-    module = dict(net.skeleton.named_modules())[block]
+    module = net.skeleton.get_submodule(block)
     prefix = block + "."
     own = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    alpha = net.alphas().get(block)
-    if alpha is not None:
+    if net.alpha_scaling:  # indexed, not read as a float: no device synchronisation per block
         own["alpha"] = net.alpha[net.blocks.index(block)].detach()
     return functional_call(module, own, (x,))
 
@@ -153,12 +155,14 @@ def width_errors(net: metamorph.MetamorphicNet, cache: BlockCache, gammas: Seque
 
 def run(net: metamorph.MetamorphicNet, cache: BlockCache, probe: BlockCache, cfg: C.BlockwiseConfig, pool: Sequence[float],
         noise: float, seed: int, checkpoint: str | Path, probe_gammas: Sequence[float], resume: bool = True,
-        progress: bool = False) -> dict:
+        progress: bool = False, context: dict | None = None) -> dict:
     """Train the active blocks' INRs for `cfg.steps` steps of block-wise width distillation (module docstring).
 
     Checkpoints atomically to `checkpoint` every `cfg.checkpoint_every` steps (INR, optimiser, schedule, the draw and
-    noise generators and the record so far), so a killed run resumes exactly. Returns the record: the loss curve,
-    the width errors on `probe` (held-out inputs) at `probe_gammas` every `cfg.probe_every` steps, and the seconds."""
+    noise generators and the record so far), so a killed run resumes exactly; `context` (the run's own settings: prior,
+    INR, pre-fit, stage) joins this phase's settings in the fingerprint a resumed checkpoint must match. Returns the
+    record: the loss curve (every `CURVE_EVERY` steps), the width errors on `probe` (held-out inputs) at
+    `probe_gammas` before the first step, every `cfg.probe_every` steps and after the last, and the seconds."""
     checkpoint = Path(checkpoint)
     params = [p for p in net.inr.parameters() if p.requires_grad]
     if not params:
@@ -174,7 +178,7 @@ def run(net: metamorph.MetamorphicNet, cache: BlockCache, probe: BlockCache, cfg
     targets = net.prior_tensors()
     record = {"steps": cfg.steps, "curve": [], "widths": [], "seconds": 0.0}
     start = 0
-    fingerprint = {"cfg": C.to_dict(cfg), "noise": noise, "seed": seed, "pool": list(pool), "blocks": net.active_blocks}
+    fingerprint = _fingerprint(net, cfg, noise, seed, pool, context)
     if resume and checkpoint.exists():
         state = io.load_torch(checkpoint, "distillation checkpoint", "delete it to distil afresh")
         if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
@@ -186,7 +190,7 @@ def run(net: metamorph.MetamorphicNet, cache: BlockCache, probe: BlockCache, cfg
         draws.set_state(state["draws"])
         noise_gen.set_state(state["noise"])
         record, start = state["record"], state["step"]
-    elif cfg.probe_every:
+    else:  # the width errors before the first step (where the previous phase left them)
         record["widths"].append({"step": 0, "error": width_errors(net, probe, probe_gammas)})
     t0, base = time.perf_counter(), record["seconds"]
     bar = tqdm(range(start, cfg.steps), desc="width distillation", disable=not progress, leave=False,
@@ -202,9 +206,9 @@ def run(net: metamorph.MetamorphicNet, cache: BlockCache, probe: BlockCache, cfg
         opt.step()
         sched.step()
         done = step + 1
-        if step % 50 == 0 or done == cfg.steps:
+        if step % CURVE_EVERY == 0 or done == cfg.steps:
             record["curve"].append({"step": done, **terms})
-        if cfg.probe_every and (done % cfg.probe_every == 0 or done == cfg.steps):
+        if (cfg.probe_every and done % cfg.probe_every == 0) or done == cfg.steps:
             record["widths"].append({"step": done, "error": width_errors(net, probe, probe_gammas)})
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             record["seconds"] = base + time.perf_counter() - t0
@@ -213,6 +217,31 @@ def run(net: metamorph.MetamorphicNet, cache: BlockCache, probe: BlockCache, cfg
                            "record": record, "step": done}, checkpoint)
     record["seconds"] = base + time.perf_counter() - t0
     return record
+
+
+CURVE_EVERY = 50  # steps between the loss curve's points (the loss of one batch: a coarse trace is enough)
+
+
+def _fingerprint(net, cfg: C.BlockwiseConfig, noise: float, seed: int, pool: Sequence[float],
+                 context: dict | None) -> dict:
+    return {"cfg": C.to_dict(cfg), "noise": noise, "seed": seed, "pool": list(pool), "blocks": net.active_blocks,
+            "context": context}
+
+
+def finished_record(checkpoint: str | Path, cfg: C.BlockwiseConfig, context: dict | None) -> dict:
+    """The record of a finished distillation from its checkpoint, for a stage whose later phase has saved (its
+    state is in that later checkpoint); one sentence when the file is missing, unfinished or of other settings."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise KitError(f"The end-to-end checkpoint of this stage exists but the distillation's {checkpoint} does not; "
+                       "delete the stage's checkpoints (or the run folder) to train the stage afresh.")
+    state = io.load_torch(checkpoint, "distillation checkpoint", "delete it to distil afresh")
+    saved = state.get("fingerprint") if isinstance(state, dict) else None
+    if not isinstance(saved, dict) or saved.get("cfg") != C.to_dict(cfg) or saved.get("context") != context \
+            or state.get("step") != cfg.steps:
+        raise KitError(f"The distillation checkpoint {checkpoint} is unfinished or was written with other settings; "
+                       "delete the stage's checkpoints (or the run folder) to train the stage afresh.")
+    return state["record"]
 
 
 def caches_for(net: metamorph.MetamorphicNet, data: D.Data, cfg: C.BlockwiseConfig, seed: int,
@@ -236,8 +265,6 @@ def first_steps(net: metamorph.MetamorphicNet, cache: BlockCache, probe: BlockCa
     on `probe` at γ = 0 and at the pool's largest γ every few steps, and the size of the first optimiser step relative
     to the weights per INR layer (‖Δθ‖ / ‖θ‖). Adam's first step is lr·sign(g) for every weight, whatever its
     gradient's size: a fitted INR moves by the full rate in every direction at once (notebook 07)."""
-    import copy
-    import dataclasses
     out = {}
     gammas = [0.0, float(max(pool))]
     for name, changes in settings.items():

@@ -210,7 +210,8 @@ class BlockwiseConfig:
     final_lr_ratio: float = 0.1  # cosine decay to lr·final_lr_ratio at the last step
     reconstruction: float = 1.0  # weight of the relative reconstruction ‖W − W*‖² / ‖W*‖² at the γ = 0 configuration
     grad_clip: float = 0.0  # max global gradient norm (0 = no clipping)
-    probe_every: int = 100  # steps between measurements of the width errors on the probe inputs (0 = only at the end)
+    probe_every: int = 100  # steps between measurements of the width errors on the probe inputs (0 = at the start and
+    # the end only)
     checkpoint_every: int = 100  # steps between checkpoints of the phase (a killed run resumes from the last)
 
     def __post_init__(self):
@@ -391,6 +392,15 @@ class MorphConfig:
                  "end_to_end=False leaves only the block-local phases; switch on the pre-fit or width_distillation.")
         _require(self.train_inr or not self.width_distillation,
                  "width_distillation trains the INR; the null control (train_inr=False) has none to train.")
+        _require(not (self.width_distillation and self.alpha_scaling and self.alpha_init == 0),
+                 "width_distillation with α-scaling needs alpha_init > 0: at α = 0 a block's output does not depend on "
+                 "its weights, so distillation would teach the INR nothing.")
+        _require(not self.sandwich or self.accumulate >= 2,
+                 f"sandwich puts the pool's largest γ second in every step; it needs accumulate ≥ 2 (got "
+                 f"{self.accumulate}).")
+        _require(not (self.per_block_gammas and self.width_updates == "sizes"),
+                 "per_block_gammas draws blocks at γ = 0 inside configurations at γ ≠ 0, which width_updates='sizes' "
+                 "would freeze; use width_updates='all' with it.")
         _require(0 <= self.gamma_max < 1, f"gamma_max must be in [0, 1); got {self.gamma_max}.")
         _require(self.pool_size >= 2 or (self.pool_size == 1 and self.gamma_max == 0),
                  f"pool_size must be ≥ 2 (γ = 0 and gamma_max included), or 1 with gamma_max = 0; got {self.pool_size}.")

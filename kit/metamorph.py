@@ -104,6 +104,11 @@ def width(gamma: float, reference: int) -> int:
     return h
 
 
+def at_prior(gamma: Gamma) -> bool:
+    """Whether γ (one number, or one per block) builds every generated block at the prior's width."""
+    return all(g == 0 for g in gamma.values()) if isinstance(gamma, Mapping) else gamma == 0
+
+
 def gamma_key(gamma: float) -> str:
     """γ as the decimal string used in metrics.json: '0.25', '-0.25', '0'."""
     return format(float(gamma) + 0.0, ".10g")  # + 0.0 turns -0.0 into 0.0

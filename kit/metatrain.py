@@ -109,12 +109,14 @@ class MorphTask(train.Task):
         if not cfg.train_inr:  # the null control: α ≡ 0 removes the blocks, so their weights never matter
             logits = net(x, 0.0, self.targets)
             return self._count(len(y), task=cfg.loss.task * self._task_loss(logits, y)), logits
-        weights = net.generate(gamma, noise=cfg.coordinate_noise, sizes_only=cfg.width_updates == "sizes" and gamma != 0)
+        prior_width = metamorph.at_prior(gamma)
+        weights = net.generate(gamma, noise=cfg.coordinate_noise,
+                               sizes_only=cfg.width_updates == "sizes" and not prior_width)
         logits = net(x, gamma, weights)
         terms = {"task": cfg.loss.task * self._task_loss(logits, y, x)}
         if cfg.loss.regularization:
             terms["regularization"] = cfg.loss.regularization * sum(w.float().norm() for w in weights.values())
-        if gamma == 0 and cfg.loss.reconstruction:
+        if prior_width and cfg.loss.reconstruction:
             terms["reconstruction"] = cfg.loss.reconstruction * reconstruction_loss(weights, self.targets,
                                                                                    cfg.loss.reconstruction_kind)
         return self._count(len(y), **terms), logits
@@ -327,17 +329,26 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         widths = {}  # the width study: each block's output error against the prior's per γ, after each phase
         probe_cache = blockwise.caches_for(net, data, cfg.blockwise, cfg.seed, train=False)[1] if cfg.train_inr else None
         if cfg.prefit and again:
-            widths["after pre-fit"] = blockwise.width_errors(net, probe_cache, width_gammas)
-            io.write_json({"blocks": records, "probe": probe, "widths": widths["after pre-fit"]}, fitted)
+            if probe_cache is not None:
+                widths["after pre-fit"] = blockwise.width_errors(net, probe_cache, width_gammas)
+            io.write_json({"blocks": records, "probe": probe, "widths": widths.get("after pre-fit")}, fitted)
         elif cfg.prefit:  # a resumed stage: the pre-fit ran before, its state is in the checkpoint, its record here
             saved = io.read_json(fitted, "pre-fit record")
-            records, probe, widths["after pre-fit"] = saved["blocks"], saved["probe"], saved["widths"]
+            records, probe = saved["blocks"], saved["probe"]
+            if saved.get("widths"):  # a record from before the width study has none
+                widths["after pre-fit"] = saved["widths"]
         distill = None
-        if cfg.width_distillation:
+        stage_print = {**base, "stage": stage, "active": active}
+        if cfg.width_distillation and resume and checkpoint.exists():
+            # the end-to-end phase has saved: its checkpoint holds the state, the distillation's file its record
+            distill = blockwise.finished_record(distilled, cfg.blockwise, stage_print)
+        elif cfg.width_distillation:
             train_cache = blockwise.caches_for(net, data, cfg.blockwise, cfg.seed, probe=False)[0]
             distill = blockwise.run(net, train_cache, probe_cache, cfg.blockwise, pool, cfg.coordinate_noise,
-                                    cfg.seed * 1000 + stage, distilled, width_gammas, resume, cfg.runtime.progress)
+                                    cfg.seed * 1000 + stage, distilled, width_gammas, resume, cfg.runtime.progress,
+                                    stage_print)
             del train_cache
+        if distill is not None:
             widths["after distillation"] = distill["widths"][-1]["error"]
         task = MorphTask(net, cfg, stage)
         done = len(history)
@@ -345,14 +356,15 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
             optim = dataclasses.replace(cfg.optim, epochs=epochs,
                                         warmup_epochs=cfg.optim.warmup_epochs if stage == 1 else 0.0)
             fit = train.fit(task, data, optim, cfg.runtime, checkpoint, generator, resume,
-                            {**base, "stage": stage, "active": active}, None if on_epoch_end is None else
+                            stage_print, None if on_epoch_end is None else
                             (lambda epoch, rows: on_epoch_end(done + epoch, history + rows)),
                             desc=f"{cfg.method} stage {stage}/{len(plan)}", test_each_epoch=False)
             net.load_trainable(fit.best_state, "selected state")  # the next stage starts from this stage's selection
             rows, best, fit_seconds = fit.history, fit.best_epoch, fit.seconds
-        else:  # the block-local phases only: one row holding what the epoch rows would (validation, block report)
+        else:  # the block-local phases only: one row with an epoch row's keys (no training values: None)
             val = task.evaluate(data, "val", cfg.runtime)
-            rows = [{"epoch": 1, "val_accuracy": val["accuracy"],
+            rows = [{"epoch": 1, "loss": None, "train_accuracy": None, "val_accuracy": val["accuracy"], "val_loss": None,
+                     "test_accuracy": None, "test_loss": None, "lr": 0.0, "seconds": 0.0, "images_per_second": None,
                      **{f"val_{k}": v for k, v in val.items() if k not in ("accuracy", "loss")}, **task.epoch_log()}]
             best, fit_seconds = 1, 0.0
         if probe_cache is not None:
@@ -369,14 +381,13 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
                        "blockwise_seconds": distill_seconds, "widths": widths})
         seconds += sum(r["seconds"] for r in records.values())  # the pre-fit is training time too
     t0 = time.perf_counter()
-    net.noise = cfg.coordinate_noise  # K-averaging resamples with the noise the INR was trained with
     accuracy = evaluate_gammas(net, data, cfg.gammas_eval, cfg.k_samples, "test", cfg.runtime, cfg.seed)
     # K = 1 beside K (the null control never uses its INR: one network whatever K)
     single = accuracy if cfg.k_samples == 1 or not cfg.train_inr else evaluate_gammas(net, data, cfg.gammas_eval, 1,
                                                                                       "test", cfg.runtime)
     mixed = [{"gammas": mix, "accuracy": train.evaluate(net.export(mix, cfg.k_samples, cfg.seed), data, "test",
                                                         cfg.runtime)["accuracy"]}
-             for mix in mixed_configurations(net.blocks, cfg.gamma_max)] if cfg.train_inr else []
+             for mix in mixed_configurations(net.blocks, cfg.gamma_max, cfg.pool_size)] if cfg.train_inr else []
     prior_acc = train.evaluate(prior, data, "test", cfg.runtime)["accuracy"]
     net = net.to("cpu")
     metrics = {
@@ -386,14 +397,13 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         "cost": {metamorph.gamma_key(g): net.cost(g, data.input_shape) for g in cfg.gammas_eval},
         "widths": {metamorph.gamma_key(g): net.widths(g) for g in cfg.gammas_eval},
         "prior_accuracy": prior_acc, "val_accuracy": stages[-1]["val_accuracy"], "stages": stages,
-        "alpha": net.alphas(), "epochs": sum(e for _, e in plan), "train_seconds": seconds,
+        "alpha": net.alphas(), "epochs": sum(s["epochs"] for s in stages), "train_seconds": seconds,
         "eval_seconds": time.perf_counter() - t0, "inr_parameters": models.count_parameters(net.inr),
         "generated_parameters": sum(t.numel() for t in net.prior_tensors().values()),
         "blocks": net.blocks, "pool": pool, "method": cfg.method, "ablation": cfg.ablation, "setting": cfg.setting,
         "switches": {k: getattr(cfg, k) for k in ("incremental", "alpha_scaling", "accumulate", "inr_init", "train_tail",
                                                    "train_inr", "alpha_init", "prefit", "size_features",
-                                                   "end_to_end", "per_block_gammas", "sandwich")}
-        | {"width_distillation": cfg.width_distillation}
+                                                   "end_to_end", "per_block_gammas", "sandwich", "width_distillation")}
         | {"disentangled": cfg.inr.disentangled, "reconstruction_kind": cfg.loss.reconstruction_kind},
     }
     path = net.save(out_dir / "metamorph.pt", config=C.to_dict(cfg), prior_config=record["config"],
@@ -402,13 +412,14 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     return MorphResult(net.eval(), history, metrics, path)
 
 
-def mixed_configurations(blocks: Sequence[str], gamma_max: float) -> list[dict[str, float]]:
-    """Networks whose blocks sit at different widths of the pool: γ evenly spaced over [0, gamma_max] across the
-    blocks, and its cyclic shifts (one per block; none for a single block), so each block takes every one of them."""
-    n = len(blocks)
-    if n < 2:
+def mixed_configurations(blocks: Sequence[str], gamma_max: float, pool_size: int) -> list[dict[str, float]]:
+    """Networks whose blocks sit at different widths of the pool: pool points evenly spaced from 0 to gamma_max across
+    the blocks, and their cyclic shifts (one per block; none for a single block or a one-point pool), so each block
+    takes every one of them."""
+    n, pool = len(blocks), metamorph.pool_gammas(gamma_max, pool_size)
+    if n < 2 or len(pool) < 2:
         return []
-    spread = [gamma_max * i / (n - 1) for i in range(n)]
+    spread = [pool[round(i * (len(pool) - 1) / (n - 1))] for i in range(n)]  # pool points, 0 … gamma_max
     return [dict(zip(blocks, spread[k:] + spread[:k])) for k in range(n)]
 
 

@@ -28,13 +28,13 @@ def training_curves(history: list[dict], title: str = "Prior training", loss_lab
     if "run_epoch" in df:  # a staged (incremental) run: epochs counted over the whole run
         df["epoch"] = df["run_epoch"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(df["epoch"], df["loss"], marker="o", label="train (augmented)" if "loss_task" not in df else
-                 "train: the whole objective")
+    ax_loss.plot(df["epoch"], df["loss"].astype(float), marker="o",  # None (no training phase) draws nothing
+                 label="train (augmented)" if "loss_task" not in df else "train: the whole objective")
     for key, label in LOSS_TERMS.items():  # notebook 03 records its objective's weighted terms (they add up)
         if key in df and df[key].notna().any():
             ax_loss.plot(df["epoch"], df[key], ls="--", marker=".", label=label)
     if df["val_loss"].notna().any():
-        ax_loss.plot(df["epoch"], df["val_loss"], marker="o", label="validation")
+        ax_loss.plot(df["epoch"], df["val_loss"].astype(float), marker="o", label="validation")
     ax_loss.set(xlabel="\n".join(["epoch", *textwrap.wrap(loss_note, 75)]), ylabel=loss_label, title="Loss")
     for key, label in (("train_accuracy", "train (augmented)"), ("val_accuracy", "validation"), ("test_accuracy", "test")):
         if df[key].notna().any():  # a metamorphic run validates only, and tests once at the end

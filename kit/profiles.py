@@ -2,7 +2,7 @@
 
 `PROFILES` maps a profile's name to {config SECTION: nested overrides}; `kit.config.build` applies one.
   smoke  seconds on a CPU; what the tests and the notebook smoke runs use
-  quick  the default main job (`make run`): the whole pipeline (01 → 07) in under 25 minutes on 2 CPU cores
+  quick  the default main job (`make run`): the whole pipeline (01 → 07) in about 25 minutes on 2 CPU cores
   full   quick at three seeds: every prior-dependent row with its seed spread, within an hour on 2 CPU cores
   ablations  quick plus the ablation rows, the block-count sweep and HTTY ×3 epochs, one seed
   paper  the papers' CIFAR-100 ResNet-56 settings (HTTY paper 000 sec. 4.1), for a GPU
@@ -42,10 +42,11 @@ _QUICK = {
                  "finetune_epochs": 1, "finetune_images": _CPU_MORPH["train_images"], "finetune_criteria": ["hessian"]},
 }
 
-# full is quick at three seeds (kit.pipeline.SEEDS): the null control, HTTY, NeuMeta, the pre-fit recipe, the
-# individually trained networks and pruning each over seeds 0, 1, 2 on the one prior, within an hour on 2 cores;
-# its seed 0 rows are quick's. ablations is quick with paper 000 Table 1's ablation rows, the pre-fit recipe's,
-# NeuMeta's block-count sweep (Fig. 4) and HTTY at 3× the epochs (Fig. 6), one seed (14 notebook-03 runs more than quick).
+# full is quick at three seeds (kit.pipeline.SEEDS): the null control, HTTY, NeuMeta, the block-wise recipe, the
+# individually trained networks and pruning each over seeds 0, 1, 2 on the one prior; its seed 0 rows are quick's.
+# ablations is quick with the pre-fit recipe, paper 000 Table 1's ablation rows, the kit recipes' own, NeuMeta's
+# block-count sweep (Fig. 4) and HTTY at 3× the epochs (Fig. 6), one seed (21 notebook-03 runs more than quick).
+# Section 'morph.<method>' sizes one method's phases (kit.config.MorphConfig.preset).
 
 # Each profile maps a config SECTION to nested overrides of the dataclass defaults.
 PROFILES: dict[str, dict[str, dict]] = {

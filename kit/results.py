@@ -306,8 +306,9 @@ def _worst_between_gap(acc: dict[str, float], kinds: dict[str, str], pool: list[
         if kinds.get(g) != "between":
             continue
         x = float(g)
-        lo = [k for k in acc if float(k) in pool and float(k) < x]
-        hi = [k for k in acc if float(k) in pool and float(k) > x]
+        on_pool = [k for k in acc if any(math.isclose(float(k), p, abs_tol=1e-9) for p in pool)]
+        lo = [k for k in on_pool if float(k) < x]
+        hi = [k for k in on_pool if float(k) > x]
         if lo and hi:
             near = (acc[max(lo, key=float)] + acc[min(hi, key=float)]) / 2
             gaps.append(100 * (near - a))

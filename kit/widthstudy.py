@@ -9,11 +9,14 @@ at γ also pays for the errors of the blocks before it.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from kit import plots
+from kit import blockwise, metamorph, metatrain, plots
+from kit import config as C
 
 
 def table(widths: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
@@ -94,10 +97,6 @@ def fine_tuning_trials(checkpoint, settings: dict[str, dict], steps: int, seed: 
     """`kit.blockwise.first_steps` on a trained recipe's metamorph.pt, on its own distillation objective: `batches`
     batches of cached training inputs (drawn with `seed`) and its probe inputs; each setting overrides its
     `BlockwiseConfig` (e.g. {'lr': 3e-4, 'warmup_steps': 0})."""
-    import dataclasses
-
-    from kit import blockwise, metamorph, metatrain
-    from kit import config as C
     net, record = metamorph.load(checkpoint)
     cfg = C.from_dict(C.MorphConfig, record["config"])
     data = metatrain.load_data_for(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images, seed)

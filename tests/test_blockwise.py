@@ -214,3 +214,32 @@ def test_the_recipe_killed_mid_distillation_resumes_exactly(smoothed_smoke, tmp_
     resumed = metatrain.train_morph(cfg, path, tmp_path / "killed")
     _same_result(straight, resumed)
     assert resumed.metrics["stages"][0]["widths"] == straight.metrics["stages"][0]["widths"]
+
+
+def test_the_block_local_phases_alone_make_a_complete_record(smoothed_smoke, tmp_path):
+    """The 'end-to-end' ablation: no task phase, yet a record every reader takes (history row, stage, curves)."""
+    from kit import plots
+    path, _ = smoothed_smoke
+    cfg = C.build(C.MorphConfig, "smoke", {"method": "blockwise", "ablation": "end-to-end", "prefit_steps": 20,
+                                           "gammas_eval": [0.0, 0.5], "blockwise.probe_every": 0})
+    result = metatrain.train_morph(cfg, path, tmp_path / "run")
+    m = result.metrics
+    assert m["epochs"] == 0 and m["stages"][0]["seconds"] == 0.0 and m["stages"][0]["blockwise_seconds"] > 0
+    assert list(m["stages"][0]["widths"]) == ["after pre-fit", "after distillation", "final"]
+    assert [w["step"] for w in m["stages"][0]["blockwise"]["widths"]] == [0, cfg.blockwise.steps]  # start and end
+    row = result.history[0]
+    assert row["loss"] is None and 0 <= row["val_accuracy"] <= 1 and f"branch scale@{BLOCKS[0]}" in row
+    plots.training_curves(result.history, "block-local phases only")  # draws without a training phase
+    assert not (tmp_path / "run" / "checkpoint_stage1.pt").exists()
+
+
+def test_recipes_that_cannot_work_are_refused():
+    for overrides, words in (({"method": "htty", "width_distillation": True}, "needs alpha_init > 0"),
+                             ({"method": "blockwise", "accumulate": 1}, "sandwich puts the pool's largest γ second"),
+                             ({"method": "blockwise", "width_updates": "sizes"}, "use width_updates='all'")):
+        with pytest.raises(KitError, match=words):
+            C.build(C.MorphConfig, "smoke", overrides)
+    assert metamorph.at_prior({b: 0.0 for b in BLOCKS}) and not metamorph.at_prior({BLOCKS[0]: 0.25, BLOCKS[1]: 0.0})
+    assert metatrain.mixed_configurations(BLOCKS, 0.5, 5) == [{BLOCKS[0]: 0.0, BLOCKS[1]: 0.5},
+                                                              {BLOCKS[0]: 0.5, BLOCKS[1]: 0.0}]
+    assert metatrain.mixed_configurations(BLOCKS[:1], 0.5, 5) == [] and metatrain.mixed_configurations(BLOCKS, 0.0, 1) == []
