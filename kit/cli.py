@@ -5,7 +5,7 @@
   morph        export a plain network at a compression ratio γ from a metamorphic checkpoint
   evaluate     accuracy, widths and cost of a metamorphic checkpoint at several γ (table + CSV)
   summary      the table of a run folder's notebook-03 runs (mean ± std over seeds) and paper 000's comparisons
-  bench        benchmarks, one module each in kit/bench/ (`bench prior | permute | inr | htty | prefit | blockwise | explorer`)
+  bench        benchmarks, one module each in kit/bench/ (`bench prior | permute | inr | htty | prefit | blockwise | limits | explorer`)
   lab          open JupyterLab on the notebooks, in this environment
   data         check that a dataset is available (fetch CIFAR when the network allows)
 Errors the user can fix are printed as one sentence, without a traceback; so is a write that fails (a full disk),
@@ -82,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", default=None, help="which block setting to tabulate (default: the most common)")
 
     p = sub.add_parser("bench", help="benchmarks, measured side by side in one run")
-    p.add_argument("what", choices=["prior", "permute", "inr", "htty", "prefit", "blockwise", "explorer"],
+    p.add_argument("what", choices=["prior", "permute", "inr", "htty", "prefit", "blockwise", "limits", "explorer"],
                    help="prior: training throughput against a bare PyTorch loop; "
                         "permute: ResNet-56 smoothing, the kit's search against fast-tsp: time, TV reduction, repeatability; "
                         "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code; "
@@ -91,13 +91,15 @@ def parser() -> argparse.ArgumentParser:
                         "to issue 15's acceptance in a run folder (--run); "
                         "blockwise: the block-wise recipe's seconds per phase, one distillation step against one "
                         "end-to-end step, and its figures and time against the quick targets in a run folder (--run); "
+                        "limits: what limits the block-wise recipe of a run folder (--run): free blocks of the same "
+                        "width, more distillation steps, regression onto free blocks, pre-fit precision (≈ 35 min); "
                         "explorer: the γ explorer's update latency on a metamorph.pt (default: the quick run's HTTY)")
     p.add_argument("--profile", default="quick", help="htty: the profile whose network and INR are timed (default quick)")
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint", help="permute: smooth this prior.pt instead of fresh ResNet-56s; explorer: the "
                                         "metamorph.pt to explore")
     p.add_argument("--run", default="results/quick-fashion-mnist",
-                   help="prefit, blockwise: the run folder whose smoothed prior and records are read (default: make run's)")
+                   help="prefit, blockwise, limits: the run folder whose smoothed prior and records are read (default: make run's)")
     p.add_argument("--kicks", type=int, default=20, help="permute: the kit's search rounds per group (default 20)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="steps per round (default 20)")
@@ -205,6 +207,9 @@ def _dispatch(args) -> int:
         elif args.what == "blockwise":
             from kit.bench import blockwise as bench
             bench.print_blockwise(bench.bench_blockwise(args.run, "blockwise", args.device, args.rounds))
+        elif args.what == "limits":
+            from kit.bench import limits as bench
+            bench.print_limits(bench.bench_limits(args.run))
         elif args.what == "explorer":
             from kit.bench import explorer as bench
             bench.print_explorer(bench.bench_explorer(args.checkpoint, args.profile, args.device))

@@ -258,9 +258,11 @@ class MetamorphicNet(nn.Module):
         return functional_call(self.skeleton, {**weights, **self.direct_tensors()}, (x,))
 
     @torch.no_grad()
-    def export(self, gamma: Gamma = 0.0, k: int = 1, seed: int = 0) -> models.ResNet:
-        """A plain ResNet with the widths and (K-averaged) weights of γ, α folded into conv2, on the CPU, in eval mode."""
-        weights = self.average(gamma, k, seed)
+    def export(self, gamma: Gamma = 0.0, k: int = 1, seed: int = 0,
+               weights: dict[str, torch.Tensor] | None = None) -> models.ResNet:
+        """A plain ResNet with the widths and (K-averaged) weights of γ, α folded into conv2, on the CPU, in eval mode;
+        `weights` (the generated tensors' names and γ's shapes, e.g. free blocks of `kit.widthstudy`) replace them."""
+        weights = self.average(gamma, k, seed) if weights is None else weights
         state = {name: t.detach().to("cpu") for name, t in self.skeleton.state_dict().items()}
         state.update({name: t.detach().to("cpu", state[name].dtype) for name, t in weights.items()})
         state.update({name: t.detach().to("cpu") for name, t in zip(self.tail_names, self.tail)})

@@ -1,6 +1,7 @@
 """The width study's tables and figures (notebooks 03 and 07): how far each generated block's output is from the prior
 block's at every width, after each phase of a recipe (pre-fit, block-wise distillation, end-to-end), over the
-distillation's steps, and over the first steps of fine-tuning a fitted INR.
+distillation's steps, over the first steps of fine-tuning a fitted INR, and against free blocks (what limits a recipe:
+the block-local signal and the width, or the INR that generates them).
 
 The error of a block at γ is mean‖B_γ(x) − B*(x)‖² over held-out inputs x of the prior, divided by the energy of the
 prior block's residual branch (`kit.blockwise.width_errors`): 0 is the prior's block, 1 is as wrong as leaving the
@@ -10,12 +11,15 @@ at γ also pays for the errors of the blocks before it.
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+import torch
 
-from kit import blockwise, metamorph, metatrain, plots
+from kit import blockwise, metamorph, metatrain, plots, train
 from kit import config as C
 
 
@@ -119,3 +123,89 @@ def trial_table(trials: dict[str, dict]) -> pd.DataFrame:
                       **{f"error γ = {g} before": mean(before, g) for g in gammas},
                       **{f"error γ = {g} after {t['widths'][-1]['step']} steps": mean(after, g) for g in gammas}}
     return pd.DataFrame(rows).T
+
+
+def free_blocks(net: metamorph.MetamorphicNet, cache: blockwise.BlockCache, probe: blockwise.BlockCache, gamma: float,
+                steps: int, lr: float = 1e-3, batch_size: int = 128, seed: int = 0) -> tuple[dict, dict]:
+    """The block-local ceiling at γ: every generated block's tensors at γ, started from the INR's noise-free output and
+    then trained as free parameters on the same cached prior inputs with the distillation's loss (the output error
+    over the branch energy, summed over blocks; Adam, a linear warm-up over a tenth of the steps, cosine decay).
+
+    What the free blocks reach is what the block-local signal can teach blocks of that width in `steps` steps; the
+    gap between them and the INR's own output is what generating the width from the one INR costs. Returns (the
+    free tensors, record: each block's output error on `probe` for the INR and for the free tensors, the distance
+    ‖W_free − W_INR‖ / ‖W_INR‖ per tensor, the seconds)."""
+    start = time.perf_counter()
+    blocks = net.active_blocks
+    at = {b: gamma for b in blocks}
+    with torch.no_grad():
+        generated = net.generate(at)
+    free = {k: v.detach().clone().requires_grad_(True) for k, v in generated.items()}
+    opt = torch.optim.Adam(free.values(), lr=lr)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
+    draws = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        index = torch.randint(len(cache), (batch_size,), generator=draws)
+        loss = sum((blockwise.block_output(net, b, free, cache.inputs[b][index]) - cache.outputs[b][index]).square().mean()
+                   / cache.energy[b] for b in blocks)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    free = {k: v.detach() for k, v in free.items()}
+    with torch.no_grad():
+        error = lambda w: {b: float((blockwise.block_output(net, b, w, probe.inputs[b]) - probe.outputs[b]).square().mean()
+                                    / probe.energy[b]) for b in blocks}
+        record = {"gamma": gamma, "steps": steps, "error_inr": error(generated), "error_free": error(free),
+                  "moved": {k: float((free[k] - generated[k]).norm() / generated[k].norm().clamp_min(1e-12)) for k in free}}
+    record["seconds"] = time.perf_counter() - start
+    return free, record
+
+
+def limits(checkpoint, gammas, steps: int, seed: int, test_images: int = 0) -> list[dict]:
+    """What limits a trained recipe at each γ (notebook 07): test accuracy (K = 1, no noise) of the network the INR
+    generates, against the same network with its generated blocks replaced by `free_blocks` at γ (trained `steps`
+    steps on the recipe's own cached inputs), with both block errors and how far the free tensors moved. Free blocks
+    near the prior while the INR is far: the signal and the width suffice, the INR's generation is the limit."""
+    net, record = metamorph.load(checkpoint)
+    cfg = C.from_dict(C.MorphConfig, record["config"])
+    data = metatrain.load_data_for(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images,
+                                   seed, test_images)
+    cache, probe = blockwise.caches_for(net, data, cfg.blockwise, seed)
+    rows = []
+    for gamma in gammas:
+        free, rec = free_blocks(net, cache, probe, gamma, steps, seed=seed)
+        inr = train.evaluate(net.export(gamma), data)["accuracy"]
+        ceiling = train.evaluate(net.export(gamma, weights=free), data)["accuracy"]
+        rows.append({**rec, "accuracy_inr": inr, "accuracy_free": ceiling})
+    return rows
+
+
+def limits_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per γ: both accuracies (%), both mean block errors and the largest relative move of a tensor."""
+    mean = lambda errors: sum(errors.values()) / len(errors)
+    return pd.DataFrame([{"γ": r["gamma"], "INR accuracy": 100 * r["accuracy_inr"], "free-block accuracy": 100 * r["accuracy_free"],
+                          "INR block error": mean(r["error_inr"]), "free block error": mean(r["error_free"]),
+                          "largest ‖ΔW‖/‖W‖": max(r["moved"].values())} for r in rows]).set_index("γ")
+
+
+def limits_figure(rows: list[dict], prior_accuracy: float) -> plt.Figure:
+    """`limits`: accuracy of the INR's network and of the free blocks' against γ (the prior dashed), and each block's
+    output error for both."""
+    plots.style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    g = [r["gamma"] for r in rows]
+    left.plot(g, [100 * r["accuracy_inr"] for r in rows], "o-", label="generated by the INR")
+    left.plot(g, [100 * r["accuracy_free"] for r in rows], "s-", label=f"free blocks ({rows[0]['steps']} steps)")
+    left.axhline(100 * prior_accuracy, color="0.3", ls="--", lw=1, label="prior")
+    left.set(xlabel="γ", ylabel="test accuracy (%), K = 1", title="same signal, same width")
+    left.legend(fontsize=8, frameon=False)
+    for block in rows[0]["error_inr"]:
+        line, = right.plot(g, [r["error_inr"][block] for r in rows], "o-", label=f"{block}: INR")
+        right.plot(g, [r["error_free"][block] for r in rows], "s--", color=line.get_color(), label=f"{block}: free")
+    right.set(xlabel="γ", ylabel="output error / branch energy", yscale="log", title="block output error (probe)")
+    right.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    return fig

@@ -119,3 +119,25 @@ def test_bench_permute_compares_the_kit_search_with_fast_tsp_side_by_side(capsys
     assert r["time_ratio"] == r["kit_seconds"] / r["reference_seconds"]
     bench_permute.print_permute(rows)
     assert "kit − fast-tsp TV reduction" in capsys.readouterr().out
+
+
+def test_bench_limits_sets_the_recipe_against_free_blocks_of_the_same_width(smoke_run, capsys, tmp_path):
+    """Free blocks of 0 steps are the INR's own output (the same accuracy and error as the recipe's row, moved 0);
+    every row covers every γ; the run folder's checkpoint is not changed by the copies the bench trains."""
+    from kit.bench import limits as bench_limits
+    checkpoint = smoke_run[0] / "03_incremental_metamorphosis" / "blockwise" / "metamorph.pt"
+    before = checkpoint.read_bytes()
+    settings = {"gammas": [0.0, 0.25], "free_steps": [0, 5], "more_steps": [3], "regress_steps": 2,
+                "precision": [(16, 5, 0.5)]}
+    r = bench_limits.bench_limits(smoke_run[0], settings=settings)
+    recipe, still = r["rows"]["recipe"], r["rows"]["free blocks, 0 steps"]
+    assert still["accuracy"] == recipe["accuracy"] and still["block_error"] == pytest.approx(recipe["block_error"])
+    assert all(v == 0 for m in r["moved"]["0"].values() for v in m.values())
+    assert all(v > 0 for m in r["moved"]["5"].values() for k, v in m.items() if k.endswith("weight"))
+    assert all(set(row["accuracy"]) == {"0", "0.25"} for row in r["rows"].values()) and len(r["rows"]) == 5
+    assert r["precision"][0]["hidden"] == 16 and set(r["precision"][0]["kernel_error"]) == {"layer1.0", "layer2.0"}
+    assert checkpoint.read_bytes() == before
+    bench_limits.print_limits(r)
+    assert "free blocks, 5 steps" in capsys.readouterr().out
+    with pytest.raises(KitError, match="run `make run`"):
+        bench_limits.bench_limits(tmp_path)

@@ -243,3 +243,37 @@ def test_recipes_that_cannot_work_are_refused():
     assert metatrain.mixed_configurations(BLOCKS, 0.5, 5) == [{BLOCKS[0]: 0.0, BLOCKS[1]: 0.5},
                                                               {BLOCKS[0]: 0.5, BLOCKS[1]: 0.0}]
     assert metatrain.mixed_configurations(BLOCKS[:1], 0.5, 5) == [] and metatrain.mixed_configurations(BLOCKS, 0.0, 1) == []
+
+
+def test_export_with_given_tensors_is_the_network_those_tensors_make(smoothed_smoke):
+    """Oracle: exporting with the prior's own tensors at γ = 0 (α = 1) is the prior; with the generated tensors it is
+    the ordinary export; a tensor of another shape is refused in one sentence."""
+    _, prior = smoothed_smoke
+    net, _ = _net(smoothed_smoke, alpha_init=1.0)
+    x = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(net.export(0.0, weights=net.prior_tensors())(x), prior.eval()(x), atol=1e-5)
+        generated = net.average(0.25)
+        assert torch.equal(net.export(0.25, weights=generated)(x), net.export(0.25)(x))
+    with pytest.raises(KitError, match="shape"):
+        net.export(0.25, weights=net.prior_tensors())
+
+
+def test_free_blocks_start_at_the_inrs_output_and_only_lower_its_error(smoothed_smoke):
+    """The ceiling's bookkeeping: with no step the free tensors are the INR's output (moved 0, same error as
+    `width_errors`); trained, every block's error falls and the INR itself is untouched."""
+    from kit import widthstudy
+    net, _ = _net(smoothed_smoke)
+    data = _data(smoothed_smoke)
+    cfg = C.BlockwiseConfig(images=128, probe_images=32)
+    cache, probe = blockwise.caches_for(net, data, cfg, 0)
+    before = {k: v.clone() for k, v in net.inr.state_dict().items()}
+    expected = blockwise.width_errors(net, probe, [0.25])
+    free, record = widthstudy.free_blocks(net, cache, probe, 0.25, 0, batch_size=32)
+    assert all(m == 0 for m in record["moved"].values())
+    for b in BLOCKS:
+        assert record["error_free"][b] == pytest.approx(record["error_inr"][b]) == pytest.approx(expected[b]["0.25"])
+    free, record = widthstudy.free_blocks(net, cache, probe, 0.25, 60, batch_size=32)
+    assert all(record["error_free"][b] < record["error_inr"][b] for b in BLOCKS)
+    assert all(m > 0 for m in record["moved"].values()) and free.keys() == net.generate(0.25).keys()
+    assert all(torch.equal(v, before[k]) for k, v in net.inr.state_dict().items())

@@ -284,5 +284,9 @@ def test_notebook_07_reads_the_runs_against_the_null_control(smoke_run):
     no_warmup = next(t for name, t in trials.items() if name.startswith("Adam 3e-4, no"))
     warmed = next(t for name, t in trials.items() if "warm-up" in name and "no warm-up" not in name)
     assert no_warmup["first_step_max"] > warmed["first_step_max"]  # the warm-up's first step is a fraction of the rate
-    for name in ("evidence.png", "prefit.png", "final_gamma.png", "widths-blockwise.png", "first_steps.png"):
+    limits = m["limits"]  # free blocks at each γ, started from the INR's output and trained on the same signal
+    assert [r["gamma"] for r in limits] == [0.25, 0.5] and all(
+        r["error_free"][b] < r["error_inr"][b] for r in limits for b in ours["blocks"])
+    assert all(r["accuracy_inr"] == ours["accuracy_k1"][str(r["gamma"])] for r in limits)  # the same network, K = 1
+    for name in ("evidence.png", "prefit.png", "final_gamma.png", "widths-blockwise.png", "first_steps.png", "limits.png"):
         assert (folder / name).is_file(), name
