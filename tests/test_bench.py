@@ -141,3 +141,17 @@ def test_bench_limits_sets_the_recipe_against_free_blocks_of_the_same_width(smok
     assert "free blocks, 5 steps" in capsys.readouterr().out
     with pytest.raises(KitError, match="run `make run`"):
         bench_limits.bench_limits(tmp_path)
+
+
+def test_bench_blockwise_reads_a_run_folder_of_several_seeds(smoke_run, tmp_path):
+    """A `full` folder names its runs blockwise-s0, -s1 …: the bench reads the first seed's checkpoint and the
+    figures of every seed (here the smoke run's, renamed)."""
+    import shutil
+    from kit.bench import blockwise as bench_blockwise
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run, ignore=shutil.ignore_patterns("*.ipynb", "checkpoint_stage*.pt", "blockwise_stage*.pt"))
+    morph = run / "03_incremental_metamorphosis"
+    (morph / "blockwise").rename(morph / "blockwise-s0")
+    r = bench_blockwise.bench_blockwise(run, "blockwise", "cpu", rounds=1)
+    same = bench_blockwise.bench_blockwise(smoke_run[0], "blockwise", "cpu", rounds=1)
+    assert r["figures"]["prior_gap_at_0"] == same["figures"]["prior_gap_at_0"] and r["variant"] == "blockwise"

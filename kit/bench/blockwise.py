@@ -52,6 +52,8 @@ def bench_blockwise(run_dir: str | Path = "results/quick-fashion-mnist", variant
                     device: str = "auto", rounds: int = 3) -> dict:
     run_dir = project_path(run_dir)
     checkpoint = results.morph_folder(run_dir) / variant / "metamorph.pt"
+    seeded = results.morph_folder(run_dir) / f"{variant}-s0" / "metamorph.pt"  # a run folder of several seeds
+    checkpoint = seeded if not checkpoint.is_file() and seeded.is_file() else checkpoint
     if not checkpoint.is_file():
         raise KitError(f"No {checkpoint}; run `make run` (or the pipeline) first, or pass --run another run folder.")
     measured = figures(run_dir, results.label(io.read_json(checkpoint.parent / "metrics.json")))
