@@ -105,6 +105,15 @@ def block_output(net: metamorph.MetamorphicNet, block: str, weights: Mapping[str
     return functional_call(module, own, (x,))
 
 
+def output_errors(net: metamorph.MetamorphicNet, cache: BlockCache, weights: Mapping[str, torch.Tensor],
+                  index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """{block: mean‖B(x) − B*(x)‖² / branch energy} of every active block with `weights`, on the cached inputs at
+    `index` (None: all of them); differentiable in `weights`."""
+    pick = (lambda t: t) if index is None else (lambda t: t[index])
+    return {b: (block_output(net, b, weights, pick(cache.inputs[b])) - pick(cache.outputs[b])).square().mean()
+            / cache.energy[b] for b in net.active_blocks}
+
+
 def configurations(net: metamorph.MetamorphicNet, pool: Sequence[float], cfg: C.BlockwiseConfig,
                    generator: torch.Generator) -> list[dict[str, float]]:
     """The per-block γ of one step's configurations: γ = 0 first, then (with `sandwich`) the pool's largest γ, then
@@ -128,9 +137,8 @@ def step_loss(net: metamorph.MetamorphicNet, cache: BlockCache, index: torch.Ten
     output, reconstruction = 0.0, None
     for n, gamma in enumerate(gammas):
         weights = net.generate(gamma, noise=noise, generator=generator)
-        for b in net.active_blocks:
-            x, y = cache.inputs[b][index], cache.outputs[b][index]
-            output = output + (block_output(net, b, weights, x) - y).square().mean() / cache.energy[b] / len(gammas)
+        for err in output_errors(net, cache, weights, index).values():
+            output = output + err / len(gammas)
         if n == 0 and cfg.reconstruction > 0:
             reconstruction = torch.stack([relative_squared_error(weights[k], targets[k]) for k in weights]).mean()
     loss = output if reconstruction is None else output + cfg.reconstruction * reconstruction
@@ -146,9 +154,7 @@ def width_errors(net: metamorph.MetamorphicNet, cache: BlockCache, gammas: Seque
     block at each γ, each block on its own cached inputs (0 = the prior's block; 1 = as wrong as no branch)."""
     out: dict[str, dict[str, float]] = {b: {} for b in net.active_blocks}
     for gamma in gammas:
-        weights = net.generate(gamma)
-        for b in net.active_blocks:
-            err = (block_output(net, b, weights, cache.inputs[b]) - cache.outputs[b]).square().mean() / cache.energy[b]
+        for b, err in output_errors(net, cache, net.generate(gamma)).items():
             out[b][metamorph.gamma_key(gamma)] = float(err)
     return out
 

@@ -148,16 +148,14 @@ def free_blocks(net: metamorph.MetamorphicNet, cache: blockwise.BlockCache, prob
     draws = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         index = torch.randint(len(cache), (batch_size,), generator=draws)
-        loss = sum((blockwise.block_output(net, b, free, cache.inputs[b][index]) - cache.outputs[b][index]).square().mean()
-                   / cache.energy[b] for b in blocks)
+        loss = sum(blockwise.output_errors(net, cache, free, index).values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     free = {k: v.detach() for k, v in free.items()}
     with torch.no_grad():
-        error = lambda w: {b: float((blockwise.block_output(net, b, w, probe.inputs[b]) - probe.outputs[b]).square().mean()
-                                    / probe.energy[b]) for b in blocks}
+        error = lambda w: {b: float(e) for b, e in blockwise.output_errors(net, probe, w).items()}
         record = {"gamma": gamma, "steps": steps, "error_inr": error(generated), "error_free": error(free),
                   "moved": {k: float((free[k] - generated[k]).norm() / generated[k].norm().clamp_min(1e-12)) for k in free}}
     record["seconds"] = time.perf_counter() - start

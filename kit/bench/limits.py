@@ -95,11 +95,12 @@ def bench_limits(run_dir: str | Path = "results/quick-fashion-mnist", variant: s
         (run_dir / ".bench-limits.pt").unlink(missing_ok=True)
         rows[f"+{steps} distillation steps"] = {"accuracy": {metamorph.gamma_key(g): accuracy(trial, g) for g in gammas},
                                                 "block_error": errors(trial), "seconds": time.perf_counter() - start}
-    moved = {}
+    moved, found = {}, {}  # found: (steps, γ) → free tensors, reused as regression targets
     for steps in s["free_steps"]:
         row = {"accuracy": {}, "block_error": {}, "seconds": 0.0}
         for g in gammas:
             free, rec = widthstudy.free_blocks(net, cache, probe, g, steps, seed=seed)
+            found[(steps, g)] = free
             row["accuracy"][metamorph.gamma_key(g)] = accuracy(net, g, free)
             row["block_error"][metamorph.gamma_key(g)] = _mean(rec["error_free"])
             row["seconds"] += rec["seconds"]
@@ -109,7 +110,8 @@ def bench_limits(run_dir: str | Path = "results/quick-fashion-mnist", variant: s
     if s["regress_steps"]:
         first = s["free_steps"][0]
         start = time.perf_counter()
-        targets = {g: widthstudy.free_blocks(net, cache, probe, g, first, seed=seed)[0] for g in pool[::2]}
+        targets = {g: found.get((first, g)) or widthstudy.free_blocks(net, cache, probe, g, first, seed=seed)[0]
+                   for g in pool[::2]}
         trial = copy.deepcopy(net)
         curve = regress(trial, targets, s["regress_steps"], s["regress_lr"], cfg.coordinate_noise, seed)
         with torch.no_grad():
