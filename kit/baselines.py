@@ -10,6 +10,10 @@ Cost" of paper 000 Tables 1–2, where the Individual row sums it over the γ tr
 on the prior, then cuts them to h(γ) for every γ, without fine-tuning as the papers report; with
 `finetune_epochs` > 0 each pruned network is also fine-tuned by the shared loop (SGD, cosine, no warm-up).
 
+**Slimmable.** `kit.slimmable`: the prior's blocks made slimmable in their hidden width (channels ordered by
+`slimmable.order`'s scores, the same scores pruning uses), trained with the sandwich rule and in-place distillation
+on HTTY's budget, BN recalibrated per width; one network, evaluated at every γ ≥ 0 of `slimmable.gammas`.
+
 Every result is a row of one tidy table (`FIELDS`: one row per method × γ × seed). Rows are kept in
 out_dir/rows.json, written atomically after each one, each with a fingerprint of what produced it, so an
 interrupted notebook resumes and a changed setting recomputes exactly the rows it affects.
@@ -27,13 +31,14 @@ from tqdm.auto import tqdm
 
 from kit import config as C
 from kit import data as D
-from kit import io, metamorph, models, permute, prune, train
+from kit import io, metamorph, models, permute, prune, slimmable, train
 from kit.errors import KitError
-from kit.runtime import pick_device, seed_everything
+from kit.runtime import pick_device, provenance, seed_everything
 
 FIELDS = ("method", "family", "criterion", "finetuned", "gamma", "seed", "accuracy", "parameters", "macs",
           "train_seconds", "widths")  # the tidy CSV's columns
-# family: 'individual' or 'pruning'; train_seconds: training (individual) or fine-tuning (pruning) wall time
+# family: 'individual', 'pruning' or 'slimmable'; train_seconds: training (individual; slimmable: its one training,
+# the same on each of its rows) or fine-tuning (pruning) wall time
 
 
 def reference_widths(prior: models.ResNet) -> dict[str, int]:
@@ -118,6 +123,78 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
     return rows
 
 
+def slimmable_rows(prior: models.ResNet, record: dict, prior_cfg: C.PriorConfig, cfg: C.BaselineConfig,
+                   blocks: list[str], data: D.Data, out_dir: str | Path, tag: str = "") -> tuple[list[dict], dict]:
+    """(rows at every γ of cfg.slimmable.gammas, what the run recorded) of the slimmable network of cfg.seed: trained
+    (or resumed, or reloaded when finished) in out_dir/slimmable<tag>/. `data` is the prior's dataset (calibration
+    images are drawn from its whole training split, as the γ explorer draws them)."""
+    s, seed = cfg.slimmable, cfg.seed
+    folder = Path(out_dir) / f"slimmable{tag}"
+    fingerprint = {"prior": permute.state_digest(prior), "blocks": list(blocks), "seed": seed,
+                   "scores": score_fingerprint(prior, blocks, cfg.calibration_images, seed),
+                   "slimmable": C.to_dict(s), "data": C.to_dict(prior_cfg.data)}
+    store, keys = RowStore(folder, fingerprint), [row_key("slimmable", g, seed) for g in s.gammas]
+    if all(k in store.rows for k in keys) and (folder / "slimmable.pt").is_file():
+        return [store.rows[k] for k in keys], io.read_json(folder / "metrics.json", "metrics")
+    from kit.metatrain import load_data_for
+    device = pick_device(cfg.runtime.device)
+    images, labels = calibration(data, cfg.calibration_images, seed)
+    scores = saved_scores(out_dir, fingerprint["scores"])
+    if s.order not in scores:
+        scores[s.order] = prune.block_scores(prior.to(device), blocks, s.order, images, labels, seed)
+    start = slimmable.ordered(prior, scores[s.order])
+    net = slimmable.SlimmableNet(start, blocks)
+    train_data = load_data_for(C.to_dict(prior_cfg), device, s.batch_size, s.train_images, s.val_images, seed)
+    calib = calibration(data, s.calibration_images, seed)[0]
+    task = slimmable.SlimmableTask(net, s, seed, calib)
+    result = train.fit(task, train_data, s.optim, cfg.runtime, folder / "checkpoint.pt", seed_everything(seed), True,
+                       fingerprint, desc=folder.name, test_each_epoch=False)
+    net.load_state_dict(result.best_state)
+    rows = []
+    for gamma, key in zip(s.gammas, keys):
+        net.calibrate(gamma, calib, s.batch_size)
+        accuracy = train.evaluate(net, data, "test", cfg.runtime)["accuracy"]
+        rows.append(_row("slimmable", "slimmable", s.order, False, gamma, seed, accuracy,
+                         **models.cost(net.export(gamma).to("cpu"), data.input_shape), train_seconds=result.seconds,
+                         widths=net.widths(gamma)))
+    folded = models.fold_bn(start).state_dict()
+    metrics = {"seed": seed, **slimmable.budget(s, len(train_data.splits["train"])), "train_seconds": result.seconds,
+               "best_epoch": result.best_epoch, "history": result.history, "order": s.order,
+               "accuracy": {metamorph.gamma_key(r["gamma"]): r["accuracy"] for r in rows}}
+    net.to("cpu").save(folder / "slimmable.pt", config=C.to_dict(s), baseline_config=C.to_dict(cfg),
+                       prior_config=record["config"], dataset=data.name, input_shape=list(data.input_shape),
+                       calibration={"images": s.calibration_images, "seed": seed, "batch_size": s.batch_size},
+                       prior_tensors={f"{b}.{c}.weight": folded[f"{b}.{c}.weight"] for b in blocks
+                                      for c in ("conv1", "conv2")},
+                       metrics=metrics, provenance=provenance(device))
+    io.write_json(metrics, folder / "metrics.json")
+    for key, row in zip(keys, rows):
+        store.add(key, row)
+    return rows, metrics
+
+
+def slimmable_records(out_dir: str | Path) -> list[dict]:
+    """What each slimmable network of notebook 04 recorded (seed, budget, training seconds, best epoch, accuracy per
+    γ), without its epoch history; [] when none was trained."""
+    folders = sorted(Path(out_dir).glob("slimmable*/metrics.json"))
+    return [{k: v for k, v in io.read_json(f, "metrics").items() if k != "history"} for f in folders]
+
+
+def budgets(out_dir: str | Path, run_dir: str | Path | None) -> list[dict]:
+    """The training budget of every slimmable network of `out_dir` beside the metamorphic runs' of `run_dir` (their
+    task phase on the one loop; the pre-fit and the cached-activation distillation use no images of their own):
+    one row each with its optimiser steps, images drawn, width passes and wall time."""
+    from kit import results
+    rows = [{"run": f"slimmable (seed {r['seed']})", "steps": r["steps"], "images": r["images"],
+             "width passes": r["width_passes"], "train seconds": round(r["train_seconds"], 1)}
+            for r in slimmable_records(out_dir)]
+    for key, m in results.runs_of(run_dir).items():
+        if "budget" in m and not results.is_null(m):
+            rows.append({"run": f"{key} (notebook 03)", "steps": m["budget"]["steps"], "images": m["budget"]["images"],
+                         "width passes": m["budget"]["images"], "train seconds": round(m["train_seconds"], 1)})
+    return rows
+
+
 def score_fingerprint(prior: nn.Module, blocks: list[str], calibration_images: int, seed: int) -> dict:
     """What channel scores depend on: the prior's weights, the blocks, the calibration draw."""
     return {"prior": permute.state_digest(prior), "blocks": list(blocks), "calibration_images": calibration_images,
@@ -199,6 +276,9 @@ def run(cfg: C.BaselineConfig, prior_path: str | Path, out_dir: str | Path) -> l
     for seed in seeds:
         rows += prune_rows(prior, prior_cfg, dataclasses.replace(cfg, seed=seed), blocks, data, out_dir,
                            store.rows, store.add)
+    for seed in seeds if cfg.slimmable.train else ():
+        rows += slimmable_rows(prior, record, prior_cfg, dataclasses.replace(cfg, seed=seed), blocks, data, out_dir,
+                               tag(seed))[0]
     return rows
 
 

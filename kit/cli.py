@@ -303,8 +303,11 @@ def _evaluate(args) -> None:
     print(f"K = {k} generations averaged -> {out}")
 
 
+SLIMMABLE = "slimmable (US-Nets, notebook 04)"  # its row in `kit summary`
+
+
 def _summary(args) -> None:
-    from kit import metamorph, results
+    from kit import io, metamorph, records, results
     folder = project_path(args.folder)
     if not folder.is_dir():
         raise KitError(f"{folder} is not a folder; point at a run folder written by `python -m kit pipeline`.")
@@ -314,6 +317,11 @@ def _summary(args) -> None:
                        "point at a run folder written by `python -m kit pipeline`.")
     summary = results.summarise(runs, args.setting)
     prior = results.prior_accuracy(folder, runs)
+    base_path = folder / "04_baselines" / "metrics.json"
+    base = records.check_baselines(io.read_json(base_path), base_path) if base_path.is_file() else None
+    slim = results.slimmable_row(base, next(iter(summary.values()))["setting"])
+    if slim is not None:  # notebook 04's baseline on the same blocks, in the same table
+        summary[SLIMMABLE] = slim
     seeds = sorted({row["seeds"] for row in summary.values()})
     over = "1 seed, no spread" if seeds == [1] else "mean ± std over the seeds in the seeds column"
     ks = sorted({k for row in summary.values() for k in row["k_samples"]})
@@ -341,6 +349,14 @@ def _summary(args) -> None:
                   f"{cmp['prior_gap_words']})")
         for name, d in cmp["seen_to_between_drop"].items():
             print(f"seen → between drop, {name}: {100 * d:.2f} points ({cmp['seen_to_between_words'][name]})")
+    if slim is not None:
+        print(f"\nagainst {SLIMMABLE} (one network trained on HTTY's budget, BN recalibrated per width; γ < 0: n/a, "
+              "it cannot grow), points:")
+        for name, gaps in results.versus_slimmable(summary, slim).items():
+            print(f"  {name}: " + "; ".join(f"γ = {g} {d:+.2f} ({w})" for g, (d, w) in gaps.items()))
+    else:
+        print("\nno universally slimmable network in this run folder (notebook 04 trains it): the baseline a "
+              "metamorphic network is read against")
     verdicts = results.versus_null(summary)
     if verdicts:
         print("\nagainst the null control (the prior with the metamorphic blocks removed, tail retrained):")

@@ -418,6 +418,48 @@ PRUNE_CRITERIA = ("random", "l1", "l2", "taylor", "hessian")  # kit.prune's impo
 
 
 @dataclass
+class SlimmableConfig:
+    """The universally slimmable network of notebook 04 (`kit.slimmable`; Yu & Huang, ICCV 2019): the prior's
+    metamorphic blocks made slimmable in their hidden width, trained with the sandwich rule and in-place distillation,
+    BatchNorm recalibrated per width after training. Its budget defaults to HTTY's of the same profile: as many
+    optimiser steps, each of `widths_per_step` batches, over as many images."""
+
+    train: bool = True  # train it in notebook 04 (False: no slimmable rows)
+    gamma_max: float = 0.75  # widths trained: h(γ) for γ in [0, gamma_max] (US-Nets: width multipliers 0.25 … 1)
+    widths_per_step: int = 4  # the sandwich rule: the widest, the narrowest and n − 2 random widths per step (US-Nets: 4)
+    shared_batch: bool = False  # True: every width of a step on one batch (US-Nets); False: each width its own batch,
+    # as the metamorphic runs' accumulated configurations (the same steps and images as HTTY's accumulation of 4)
+    distill: bool = True  # in-place distillation: narrower widths learn the widest's predictions (KL), the widest the
+    # labels; False: every width learns the labels
+    order: str = "hessian"  # pruning criterion whose scores order the prior's hidden channels: width h starts as the
+    # prior pruned to h by it (Hessian: the best criterion without fine-tuning on the quick prior)
+    train_images: int = 0  # class-balanced subset of the prior's training split trained on (0 = all of it)
+    val_images: int = 0  # class-balanced subset of the prior's validation split used for selection (0 = all of it)
+    batch_size: int = 128  # images per batch (one width's forward and backward)
+    calibration_images: int = 1024  # unaugmented training images whose statistics recalibrate every BN at each width
+    select_gammas: list[float] = field(default_factory=lambda: [0.0, 0.5])  # mean val accuracy here selects the epoch
+    gammas: list[float] = field(default_factory=lambda: [g for g in GAMMAS_EVAL if g >= 0])  # γ of the test evaluation
+    # the metamorphic runs' optimiser family (AdamW), warm-up then cosine; optim.epochs: passes over the training
+    # images (6 = HTTY's quick budget: 3 stages × 2 epochs)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        epochs=6, optimizer="adamw", lr=1e-3, weight_decay=1e-2, warmup_epochs=0.5))
+
+    def __post_init__(self):
+        _require(0 < self.gamma_max < 1, f"slimmable.gamma_max must lie in (0, 1); got {self.gamma_max}.")
+        _require(self.widths_per_step >= 2, "slimmable.widths_per_step must be ≥ 2 (the sandwich rule's widest and "
+                 f"narrowest); got {self.widths_per_step}.")
+        _require(self.order in PRUNE_CRITERIA, f"slimmable.order must be one of {', '.join(PRUNE_CRITERIA)}; "
+                 f"got {self.order!r}.")
+        _require(self.batch_size >= 1 and self.calibration_images >= 1,
+                 "slimmable.batch_size and calibration_images must be ≥ 1.")
+        _require(self.train_images >= 0 and self.val_images >= 0, "slimmable.train_images and val_images must be ≥ 0.")
+        for name in ("select_gammas", "gammas"):
+            values = getattr(self, name)
+            _require(bool(values) and all(0 <= g < 1 for g in values), f"slimmable.{name} must be a non-empty list of "
+                     f"γ in [0, 1): a slimmable network cannot grow (γ < 0); got {values}.")
+
+
+@dataclass
 class BaselineConfig:
     """The baselines of notebook 04 (paper 000 sec. 4.2): networks individually trained at h(γ), and the prior
     with its metamorphic blocks' hidden channels pruned to h(γ) by each structured-pruning criterion."""
@@ -438,6 +480,7 @@ class BaselineConfig:
     finetune_images: int = 0  # class-balanced subset of the training split the fine-tune sees (0 = all of it)
     finetune_criteria: list[str] = field(default_factory=list)  # criteria whose pruned networks are fine-tuned
     # (empty = every criterion of `criteria`)
+    slimmable: SlimmableConfig = field(default_factory=SlimmableConfig)  # the universally slimmable network
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self):

@@ -2,10 +2,11 @@
 
 - Fig. 2/4 left, `blocks_sweep`: accuracy against the number of metamorphic blocks, NeuMeta against HTTY.
 - Fig. 2/4 right, `compression`: accuracy against γ and against parameter count for HTTY, NeuMeta, the five
-  pruning criteria (fine-tuned dashed, where run) and the individually trained networks (mean over seeds, ± one
-  std as a bar where notebook 04 ran several).
+  pruning criteria (fine-tuned dashed, where run), the universally slimmable network and the individually trained
+  networks (mean over seeds, ± one std as a bar where notebook 04 ran several).
 - Fig. 6, `dense_gamma`: accuracy over the whole evaluated γ range with the training pool shaded, seen and unseen
-  widths marked, normal against extended (×3 epochs) training where both were run.
+  widths marked, normal against extended (×3 epochs) training where both were run, the universally slimmable
+  network beside the metamorphic recipes (γ ≥ 0 only: it cannot grow).
 
 Each takes a `kit.report.RunRecords` and a setting and returns a matplotlib Figure; a missing input draws the
 figure's frame with a note saying what is missing and which notebook or profile would supply it. Notes about a
@@ -56,7 +57,9 @@ def captions(run: RunRecords, setting: str | None) -> dict[str, str]:
         "fig4_blocks": "HTTY's accuracy after each of its stages (stage k generates the first k blocks) against NeuMeta "
                        "on the same numbers of blocks, mean over the selection γ." + caveat,
         "fig4_compression": "HTTY's generated networks against pruning the prior's channels to the same widths (five "
-                            "criteria) and against networks trained individually at those widths." + caveat,
+                            "criteria), against one universally slimmable network trained on HTTY's budget (sandwich rule, in-place "
+                            "distillation, BN recalibrated per width) and against networks trained individually at "
+                            "those widths." + caveat,
         "fig6_gamma": "Accuracy at every evaluated γ, the training pool shaded: circles are widths trained on, diamonds "
                       "widths between them, triangles widths beyond the pool. " +
                       (readings or "No block report was recorded, so the curve cannot be tied to the generated blocks."),
@@ -167,6 +170,13 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
                  ls="--" if rs[0]["finetuned"] else "-", color=palette[rs[0]["criterion"]],
                  label=f"pruning: {rs[0]['criterion']}" + (" + fine-tune" if rs[0]["finetuned"] else "") +
                        (f" ({seeds} seeds)" if seeds > 1 else ""))
+        slim = sorted((r for r in rows if r["family"] == "slimmable"), key=lambda r: r["gamma"])
+        if slim:
+            seeds = max(r["seeds"] for r in slim)
+            draw([r["gamma"] for r in slim], [rel(r["parameters"]) for r in slim], [100 * r["accuracy"][0] for r in slim],
+                 yerr=[100 * r["accuracy"][1] for r in slim] if seeds > 1 else None, marker="s", lw=2,
+                 color="tab:orange", label="universally slimmable (US-Nets, HTTY's budget)" +
+                                           (f" ({seeds} seeds)" if seeds > 1 else ""))
         ind = sorted((r for r in rows if r["family"] == "individual"), key=lambda r: r["gamma"])
         if ind:
             seeds = max(r["seeds"] for r in ind)
@@ -194,6 +204,10 @@ def dense_gamma(run: RunRecords, setting: str | None) -> plt.Figure:
                         ("prefit", "pre-fit recipe (kit)"), ("blockwise", "block-wise recipe (kit)")):
         if _runs(run, setting, name):
             others[shown] = _mean_curve(run, setting, name)
+    base = run.baselines if run.baselines and run.baselines.get("setting") == setting else None
+    slim = {r["key"]: r["accuracy"][0] for r in results.baseline_rows(base) if r["family"] == "slimmable"}
+    if slim:
+        others["universally slimmable (US-Nets; γ ≥ 0)"] = slim
     fig = plots.accuracy_vs_gamma(_mean_curve(run, setting, "htty"), htty[0]["kind"], htty[0]["config"]["gamma_max"],
                                   run.prior["test_accuracy"] if run.prior else None, title, others=others,
                                   label="HTTY" + (f" (mean of {len(htty)} seeds)" if len(htty) > 1 else ""),

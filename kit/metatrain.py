@@ -257,6 +257,14 @@ def stage_plan(cfg: C.MorphConfig, blocks: int) -> list[tuple[int, int]]:
     return [(blocks, cfg.joint_epochs * cfg.epoch_scale if cfg.joint_epochs else epochs * blocks)]
 
 
+def budget(cfg: C.MorphConfig, blocks: int, train_images: int) -> dict[str, int]:
+    """Optimiser steps and images of the task phase on the kit's one loop over every stage of `stage_plan`, on
+    `train_images` training images (`kit.data` drops a short last batch): the budget the baselines are matched to.
+    The pre-fit and the block-wise distillation run on no images of their own (prior tensors, cached activations)."""
+    batches, epochs = train_images // cfg.batch_size, sum(e for _, e in stage_plan(cfg, blocks))
+    return {"steps": epochs * train.steps_per_epoch(batches, cfg.accumulate), "images": epochs * batches * cfg.batch_size}
+
+
 def begin_stage(net: metamorph.MetamorphicNet, active: int, inr_init: bool, initial: dict[str, torch.Tensor],
                 cfg: C.MorphConfig | None = None, stage: int = 1, fit: bool = True, start: int | None = None) -> dict:
     """Make the first `active` blocks generated. The MLPs of a block added now start as copies of its predecessor's
@@ -398,6 +406,7 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
         "widths": {metamorph.gamma_key(g): net.widths(g) for g in cfg.gammas_eval},
         "prior_accuracy": prior_acc, "val_accuracy": stages[-1]["val_accuracy"], "stages": stages,
         "alpha": net.alphas(), "epochs": sum(s["epochs"] for s in stages), "train_seconds": seconds,
+        **({"budget": budget(cfg, len(net.blocks), len(data.splits["train"]))} if cfg.end_to_end else {}),
         "eval_seconds": time.perf_counter() - t0, "inr_parameters": models.count_parameters(net.inr),
         "generated_parameters": sum(t.numel() for t in net.prior_tensors().values()),
         "blocks": net.blocks, "pool": pool, "method": cfg.method, "ablation": cfg.ablation, "setting": cfg.setting,

@@ -39,7 +39,11 @@ _QUICK = {
                  # pruning + fine-tuning at the block-wise recipe's training budget: one epoch over the same 12,800
                  # training images (100 SGD steps of 128) per width, for the Hessian criterion (the best without
                  # fine-tuning on this prior); the recipe's end-to-end phase alone passes 3 epochs × 3 widths of them
-                 "finetune_epochs": 1, "finetune_images": _CPU_MORPH["train_images"], "finetune_criteria": ["hessian"]},
+                 "finetune_epochs": 1, "finetune_images": _CPU_MORPH["train_images"], "finetune_criteria": ["hessian"],
+                 # the universally slimmable network on HTTY's budget: 3 stages × 2 epochs over the same 12,800 images,
+                 # 4 widths per step (one batch each, as HTTY's accumulation of 4 configurations): 150 steps
+                 "slimmable": {"train_images": _CPU_MORPH["train_images"], "val_images": _CPU_MORPH["val_images"],
+                               "optim": {"epochs": 6}}},
 }
 
 # full is quick at three seeds (kit.pipeline.SEEDS): the null control, HTTY, NeuMeta, the block-wise recipe, the
@@ -68,6 +72,9 @@ PROFILES: dict[str, dict[str, dict]] = {
         "morph.blockwise": {"joint_epochs": 1, "blockwise": {"steps": 40, "warmup_steps": 5}},
         "baseline": {"setting": "layer1.0,layer2.0", "individual_gammas": [0.5], "prune_gammas": [0.25, 0.5],
                      "calibration_images": 64, "finetune_epochs": 1, "finetune_images": 256,
+                     "slimmable": {"train_images": 256, "batch_size": 32, "calibration_images": 64,
+                                   "gammas": [0.0, 0.25, 0.3125, 0.5, 0.75],
+                                   "optim": {"epochs": 1, "warmup_epochs": 0.2}},
                      "runtime": {"progress": False}},
         "explorer": {"eval_images": 200, "k_max": 4, "record_gammas": [-0.25, 0.0, 0.5]},
     },
@@ -84,7 +91,8 @@ PROFILES: dict[str, dict[str, dict]] = {
         # (its positional frequency 32 is beyond float32 resolution; 16 is the most that carries information)
         "morph": {"setting": "last_stage", "inr": {"hidden": 512, "depth": 8, "num_freqs": 16}, "k_samples": 100},
         "baseline": {"setting": "last_stage", "individual_gammas": [0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75],
-                     "prune_gammas": [0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75]},
+                     "prune_gammas": [0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75],
+                     "slimmable": {"optim": {"epochs": 350}}},  # HTTY's budget: 7 stages × 50 epochs
         "explorer": {"eval_images": 1000, "k_max": 20},  # a GPU evaluates 1,000 CIFAR images well within a second
     },
 }

@@ -8,7 +8,7 @@ labelled as published. A missing input leaves its cells empty ("–") with a not
 Table 1 is the multi-block setting (notebook 04's, else the most common multi-block one among the runs); Table 2
 the one-block setting (the first block of Table 1's, "<setting>:1", else any one-block runs). Columns: accuracy
 at γ = 0, 0.25, 0.5 and one unseen γ (the first evaluated γ between pool points), and the training cost. Every row
-is a mean ± std over its seeds, notebook 04's Individual and pruning rows included (the Individual γ = 0 is the
+is a mean ± std over its seeds, notebook 04's Individual, slimmable and pruning rows included (the Individual γ = 0 is the
 prior, trained once: one seed); the generated paragraph says of each gap whether it exceeds the seed spread.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from kit.runtime import PROJECT_ROOT
 
 PUBLISHED = PROJECT_ROOT / "data" / "published" / "htty_cifar100.csv"
 TABLE_GAMMAS = C.TABLE_GAMMAS  # the seen columns of paper 000 Tables 1–2
-ROW_NAMES = {"individual": "Individual", "neumeta": "NeuMeta", "htty": "HTTY (paper 000)",
+ROW_NAMES = {"individual": "Individual", "slimmable": "Universally slimmable network (US-Nets)", "neumeta": "NeuMeta", "htty": "HTTY (paper 000)",
              "htty − incremental": "HTTY without incremental training", "htty − alpha": "HTTY without α-scaling",
              "htty − accumulation": "HTTY without gradient accumulation",
              "htty − init": "HTTY without INR initialisation", "htty − disentangle": "HTTY without disentanglement",
@@ -119,9 +119,15 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
                      f"once ({NO_SPREAD})" + (f", the other γ over {individual['seeds']} seeds" if
                                                individual["seeds"] > 1 else "") +
                      "; its cost is the sum of their training times, as in paper 000.")
+    slim = _slimmable(run, setting, gammas)
+    if slim is not None:
+        rows.append(slim)
+        notes.append("Universally slimmable network: one network trained on HTTY's budget (the same optimiser steps "
+                     "and images), BN recalibrated per width; γ = 0 is its widest width, not the prior; its cost is "
+                     "that one training.")
     order = list(ROW_NAMES) + sorted(set(summary) - set(ROW_NAMES))
     for key in order:
-        if key == "individual":
+        if key in ("individual", "slimmable"):
             continue
         row = summary.get(key)
         if row is None:
@@ -166,6 +172,24 @@ def _individual(run: RunRecords, setting: str) -> dict | None:
     return {"acc": {r["key"]: (100 * r["accuracy"][0], 100 * r["accuracy"][1]) for r in rows},
             "counts": {r["key"]: r["seeds"] for r in rows}, "seeds": max(r["seeds"] for r in rows),
             "cost": (mean / 60, std / 60), "trained": [r["key"] for r in rows]}
+
+
+def _slimmable(run: RunRecords, setting: str, gammas: list[str]) -> dict | None:
+    """The universally slimmable network of notebook 04 over its seeds at the table's γ; its cost is its one training
+    per seed (recorded on each of its rows), mean ± std over the seeds, in minutes."""
+    base = run.baselines
+    if not base or base.get("setting") != setting:
+        return None
+    rows = {r["key"]: r for r in results.baseline_rows(base) if r["family"] == "slimmable"}
+    if not rows:
+        return None
+    cells = [rows.get(g) for g in gammas]
+    first = next(iter(rows.values()))
+    cost = results.mean_std([r["train_seconds"] / 60 for r in first["by_seed"].values()])
+    seeds = max(r["seeds"] for r in rows.values())
+    return {"name": ROW_NAMES["slimmable"], "key": "slimmable", "seeds": seeds,
+            "values": [None if c is None else (100 * c["accuracy"][0], 100 * c["accuracy"][1]) for c in cells] + [cost],
+            "counts": [0 if c is None else c["seeds"] for c in cells] + [first["seeds"]]}
 
 
 def _pruning(run: RunRecords, setting: str, gammas: list[str]) -> list[dict]:
@@ -362,9 +386,14 @@ def describe_table(table: Table, blocks: dict[str, dict] | None = None) -> str:
             text += (f" {display_name(key)} averages {v[0] - v[1]:+.2f} points against the null control (the prior with "
                      f"these blocks removed, tail retrained){': its generated blocks add nothing' if v[0] - v[1] <= 1 else ''}"
                      f"; {v[3]}.")
-    cost = {k: value(table, k, len(table.columns) - 1) for k in ("htty", "neumeta", "individual")}
+    for key in ("blockwise", "prefit", "htty"):
+        if (v := versus(key, "slimmable")) is not None:
+            text += (f" Against the universally slimmable network trained on HTTY's budget, {display_name(key)} averages "
+                     f"{v[0] - v[1]:+.2f} points over {v[2]} γ column(s); {v[3]}.")
+    cost = {k: value(table, k, len(table.columns) - 1) for k in ("htty", "neumeta", "individual", "slimmable")}
     if cost["htty"] is not None and cost["neumeta"] is not None:
-        text += f" Training took {cost['htty']:.1f} min for HTTY and {cost['neumeta']:.1f} min for NeuMeta."
+        text += f" Training took {cost['htty']:.1f} min for HTTY and {cost['neumeta']:.1f} min for NeuMeta" + (
+            f", {cost['slimmable']:.1f} min for the slimmable network." if cost["slimmable"] is not None else ".")
     measured = [study.block_sentence(display_name(k), blocks[k]) for k in blocks if value_row(table, k)]
     if measured:
         text += " What the block reports measured (γ = 0, against the prior's kernels): " + " ".join(measured)

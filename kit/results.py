@@ -149,7 +149,7 @@ def versus_null(summary: dict[str, dict], margin: float = 0.01) -> dict[str, str
     level = estimate(null, next(iter(null["accuracy"])))
     out = {}
     for name, row in summary.items():
-        if row.get("any_gamma") or not row["accuracy"]:
+        if row.get("any_gamma") or row.get("baseline") or not row["accuracy"]:
             continue
         gaps = {g: m - level[0] for g, (m, _) in row["accuracy"].items()}
         lo, hi = min(gaps, key=gaps.get), max(gaps, key=gaps.get)
@@ -165,6 +165,34 @@ def versus_null(summary: dict[str, dict], margin: float = 0.01) -> dict[str, str
             out[name] = f"{name}: {span}: above it at every γ, so the generated blocks carry function"
         out[name] += f" ({NO_SPREAD})." if spread == NO_SPREAD else f"; the gap is {spread}."
     return out
+
+
+def slimmable_row(baselines: dict | None, setting: str | None) -> dict | None:
+    """Notebook 04's universally slimmable network as a `summarise` row (mean ± std over its seeds per γ), flagged
+    `baseline` (no generated blocks: not judged against the null control) and `cannot_grow` (γ < 0 is not applicable);
+    None when notebook 04 did not train one on `setting`."""
+    if not baselines or (setting is not None and baselines.get("setting") != setting):
+        return None
+    rows = [r for r in baseline_rows(baselines) if r["family"] == "slimmable"]
+    if not rows:
+        return None
+    seconds = [r["train_seconds"] for r in rows[0]["by_seed"].values()]  # its one training, on each of its rows
+    return {"seeds": max(r["seeds"] for r in rows), "setting": baselines.get("setting"),
+            "accuracy": {r["key"]: r["accuracy"] for r in sorted(rows, key=lambda r: r["gamma"])}, "accuracy_k1": None,
+            "k_samples": [], "kind": {}, "any_gamma": False, "train_seconds": mean_std(seconds), "baseline": True,
+            "cannot_grow": True}
+
+
+def versus_slimmable(summary: dict[str, dict], slim: dict) -> dict[str, dict[str, tuple[float, str]]]:
+    """{label: {γ: (label − slimmable in points, spread words)}} for every metamorphic row at the γ both evaluated."""
+    out = {}
+    for name, row in summary.items():
+        if row.get("any_gamma") or row.get("baseline"):
+            continue
+        common = [g for g in sorted(row["accuracy"], key=float) if g in slim["accuracy"]]
+        out[name] = {g: (100 * (row["accuracy"][g][0] - slim["accuracy"][g][0]),
+                         spread_words(estimate(row, g), estimate(slim, g))) for g in common}
+    return {k: v for k, v in out.items() if v}
 
 
 def versus_null_in(run_dir: str | Path | None, setting: str) -> dict[str, str]:
@@ -206,7 +234,8 @@ def comparison(summary: dict[str, dict], prior_accuracy: float | None, ours: str
 def table(summary: dict[str, dict], prior_accuracy: float | None) -> str:
     """A Markdown table: one row per method / ablation (mean ± std over its seeds, in %), γ as columns, each γ's
     kind (seen / between / smaller / larger) and the prior's accuracy ('–' when not recorded) as rows. The null
-    control, one network with no generated block, shows its one accuracy in every column."""
+    control, one network with no generated block, shows its one accuracy in every column; a row that cannot grow (the
+    slimmable network) shows 'n/a' at γ < 0."""
     gammas = sorted({g for row in summary.values() if not row.get("any_gamma") for g in row["accuracy"]}, key=float)
     gammas = gammas or sorted({g for row in summary.values() for g in row["accuracy"]}, key=float)
     kinds = next((row["kind"] for row in summary.values() if not row.get("any_gamma")), {})
@@ -219,7 +248,7 @@ def table(summary: dict[str, dict], prior_accuracy: float | None) -> str:
         cells = []
         for g in gammas:
             if at(row, g) is None:
-                cells.append("–")
+                cells.append("n/a" if row.get("cannot_grow") and float(g) < 0 else "–")
                 continue
             mean, std = at(row, g)
             cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}" if row["seeds"] > 1 else f"{100 * mean:.2f}")
@@ -259,6 +288,8 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
       min_over_null         smallest recipe − null control over γ ≤ 0.5 (None without a null control)
       min_over_pruning      smallest recipe − best pruning criterion without fine-tuning, over the γ both have
       over_finetuned        {γ: recipe − best fine-tuned pruning} where notebook 04 fine-tuned
+      over_slimmable        {γ: recipe − the universally slimmable network (mean over its seeds)} where notebook 04
+                            trained one
       max_kernel_error, min_branch_scale   over the generated blocks at γ = 0, worst seed"""
     mine = {k: r for k, r in runs.items() if r.get("method") == method and r.get("ablation", "none") == "none"
             and r.get("config", {}).get("epoch_scale", 1) == 1}
@@ -286,7 +317,7 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
                                    for b in (r.get("block_report") or {}).values()),
            "worst_between_gap": _worst_between_gap(acc, kinds, next(iter(mine.values()))["pool"]),
            "worst_mixed_gap": _worst_mixed_gap(mine.values(), prior),
-           "min_over_pruning": None, "over_finetuned": {}}
+           "min_over_pruning": None, "over_finetuned": {}, "over_slimmable": {}}
     if baselines and baselines.get("setting") == setting:
         pruned: dict[bool, dict[str, float]] = {False: {}, True: {}}  # best criterion's mean over seeds, per γ
         for b in baseline_rows(baselines):
@@ -296,6 +327,9 @@ def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = 
         common = [g for g in pruned[False] if g in acc]
         out["min_over_pruning"] = min(100 * (acc[g] - pruned[False][g]) for g in common) if common else None
         out["over_finetuned"] = {g: 100 * (acc[g] - a) for g, a in pruned[True].items() if g in acc}
+        slim = slimmable_row(baselines, setting)
+        out["over_slimmable"] = {g: 100 * (acc[g] - m) for g, (m, _) in (slim or {"accuracy": {}})["accuracy"].items()
+                                 if g in acc}
     return out
 
 

@@ -33,7 +33,8 @@ from kit.plots import KERNEL_SUMMARY
 
 KIND_TEXT = {"seen": "seen: a width of the training pool", "between": "unseen: between pool widths",
              "smaller": "unseen: smaller than the pool", "larger": "unseen: larger than the prior",
-             "pruned": "the prior pruned to these widths (no fine-tuning)"}
+             "pruned": "the prior pruned to these widths (no fine-tuning)",
+             "slimmable": "one universally slimmable network at these widths (BN recalibrated)"}
 
 
 # ---------------------------------------------------------------- pure drawing: View → figure, PNG, HTML
@@ -141,7 +142,7 @@ def readout_html(view: View, seconds: float | None = None) -> str:
     if view.accuracy is None:
         return (f'<div class="kit-readout"><b>{html.escape(view.label)}</b> at γ = {gamma_text(view.settings.gamma)}: '
                 f'<span class="kit-note" style="color:#b00">{html.escape(view.note)}</span></div>')
-    k = f" · K = {view.settings.k}" if view.kind != "pruned" else ""
+    k = f" · K = {view.settings.k}" if view.kind not in ("pruned", "slimmable") else ""
     recorded = "" if view.recorded is None else f" (recorded on the whole test split: {100 * view.recorded:.2f}%)"
     widths = " · ".join(f"{b} {h}" for b, h in view.widths.items())
     took = "" if seconds is None else f'<br><small>updated in <span class="kit-seconds">{seconds:.2f}</span> s</small>'

@@ -75,7 +75,7 @@ def smoke_prior(tmp_path_factory):
 
 
 def test_baseline_rows_cover_every_method_and_gamma_at_h_gamma_and_resume(smoke_prior, tmp_path):
-    cfg = C.build(C.BaselineConfig, "smoke", {"individual_gammas": [], "finetune_epochs": 1})
+    cfg = C.build(C.BaselineConfig, "smoke", {"individual_gammas": [], "finetune_epochs": 1, "slimmable.train": False})
     rows = baselines.run(cfg, smoke_prior, tmp_path)
     prior, _ = train.load_prior(smoke_prior)
     assert [r["method"] for r in rows if r["family"] == "individual"] == ["individual"]  # γ = 0: the prior itself

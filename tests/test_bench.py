@@ -98,6 +98,7 @@ def test_bench_blockwise_reads_the_phases_times_a_step_and_judges_the_run(smoke_
     assert f["method"] == "blockwise" and f["null_accuracy"] is not None and f["min_over_pruning"] is not None
     assert f["phases"]["pre-fit"] > 0 and f["phases"]["width distillation"] > 0 and f["phases"]["end-to-end"] > 0
     assert f["worst_mixed_gap"] is not None and f["worst_between_gap"] is not None  # smoke evaluates γ = 0.3125
+    assert set(f["over_slimmable"]) == {"0", "0.25", "0.3125", "0.5", "0.75"}  # notebook 04's slimmable rows
     assert all(t > 0 for t in r["seconds"].values()) and r["configurations"]["distillation step"] == 3
     assert r["holds"] == bench_blockwise.holds(f)
     assert (r["time_to_acceptance"] is None) == (not all(v is True for v in r["holds"].values()))

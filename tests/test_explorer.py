@@ -41,7 +41,8 @@ def test_the_default_checkpoint_is_the_blockwise_recipe_else_the_main_htty_run(s
 def test_it_offers_what_the_run_folder_holds_on_the_same_blocks(ex, smoke_run):
     criteria = C.build(C.BaselineConfig, "smoke").criteria
     # the one-block runs are not offered (other controls), nor the null control (a line: ex.null)
-    assert list(ex.methods) == ["htty", "blockwise", "neumeta", "prefit", *[f"prune-{c}" for c in criteria]]
+    assert list(ex.methods) == ["htty", "blockwise", "neumeta", "prefit", *[f"prune-{c}" for c in criteria],
+                                "slimmable"]
     null = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / "null" / "metrics.json")
     assert ex.null == null["accuracy"]["0"] and null["blocks"] == ex.blocks
     assert ex.methods["htty"].label == "HTTY (paper 000)" and ex.methods["htty"].k == C.build(C.MorphConfig, "smoke").k_samples
@@ -97,6 +98,30 @@ def test_pruning_reproduces_notebook_04(ex, smoke_run):
     assert view.kind == "pruned" and view.parameters_ratio < 1
     wider = ex.view(E.Settings("prune-l1", -0.25))
     assert wider.accuracy is None and "pruning only removes channels" in wider.note
+
+
+def test_the_slimmable_network_reproduces_notebook_04(ex, smoke_run):
+    """Its BN recalibrated on notebook 04's calibration draw: the network notebook 04 tested, at every recorded γ."""
+    from kit import slimmable
+    run = smoke_run[0]
+    data = metatrain.load_data_for(ex.record["prior_config"])
+    m = ex.methods["slimmable"]
+    assert m.family == E.SLIMMABLE and m.path == run / "04_baselines" / "slimmable" / "slimmable.pt"
+    b = io.read_json(run / "04_baselines" / "metrics.json")
+    rows = [r for r in b["rows"] if r["family"] == "slimmable"]
+    assert m.recorded == {metamorph.gamma_key(r["gamma"]): r["accuracy"] for r in rows} and rows
+    for row in rows:
+        assert train.evaluate(ex.network("slimmable", row["gamma"]), data)["accuracy"] == row["accuracy"], row["gamma"]
+    view = ex.view(E.Settings("slimmable", {"layer1.0": 0.5, "layer2.0": 0.0}, 3, "layer1.0.conv1.weight"))
+    net, record = slimmable.load(m.path)
+    images = baselines.calibration(ex.data, record["calibration"]["images"], record["calibration"]["seed"])[0]
+    model = net.export({"layer1.0": 0.5, "layer2.0": 0.0}, images, record["calibration"]["batch_size"])
+    assert view.accuracy == train.evaluate(model, ex.data)["accuracy"] and view.kind == "slimmable"
+    assert view.widths == net.widths({"layer1.0": 0.5, "layer2.0": 0.0})
+    assert view.prior_shape == tuple(record["prior_tensors"]["layer1.0.conv1.weight"].shape)
+    wider = ex.view(E.Settings("slimmable", -0.25))
+    assert wider.accuracy is None and "a slimmable network cannot grow" in wider.note
+    assert "K =" not in widgets.readout_html(view)  # one network per width: K does not apply
 
 
 def test_pruning_scores_come_from_notebook_04s_file(ex, smoke_run):

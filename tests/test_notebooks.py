@@ -192,11 +192,18 @@ def test_notebook_04_records_every_baseline_at_h_gamma(smoke_run):
     m = io.read_json(folder / "metrics.json")
     cfg = C.build(C.BaselineConfig, "smoke")
     table = pd.read_csv(folder / "baselines.csv")
-    assert set(table["method"]) == {"individual"} | {f"prune-{c}{ft}" for c in cfg.criteria for ft in ("", "+ft")}
+    assert set(table["method"]) == {"individual", "slimmable"} | {f"prune-{c}{ft}" for c in cfg.criteria
+                                                                 for ft in ("", "+ft")}
+    assert sorted(table.loc[table.family == "slimmable", "gamma"]) == cfg.slimmable.gammas
+    (slim,) = m["slimmable"]  # one seed: its budget, time and accuracy, beside its rows
+    assert slim["steps"] >= 1 and slim["train_seconds"] > 0 and slim["order"] == cfg.slimmable.order
+    assert slim["accuracy"] == {format(g, ".10g"): a for g, a in
+                                zip(table.loc[table.family == "slimmable", "gamma"],
+                                    table.loc[table.family == "slimmable", "accuracy"])}
     assert sorted(table.loc[table.family == "individual", "gamma"]) == [0.0, *cfg.individual_gammas]
     assert table.groupby(["method", "gamma", "seed"]).size().max() == 1 and table["accuracy"].between(0, 1).all()
     assert m["setting"] == cfg.setting and m["individual_train_seconds"] > 0 and m["config"]["profile"] == "smoke"
-    for name in ("baselines.png", "rows.json", "scores-s0.pt", "individual-0.5/prior.pt"):
+    for name in ("baselines.png", "rows.json", "scores-s0.pt", "individual-0.5/prior.pt", "slimmable/slimmable.pt"):
         assert (folder / name).is_file(), name
 
 
@@ -210,7 +217,8 @@ def test_notebook_05_writes_the_tables_figures_and_report(smoke_run):
     for stem in ("fig4_blocks", "fig4_compression", "fig6_gamma"):
         assert (folder / f"{stem}.png").stat().st_size > 10_000 and (folder / f"{stem}.pdf").is_file()
     table1 = (folder / "table1.md").read_text()
-    for row in ("| Individual | 1 |", "| NeuMeta | 1 |", "| HTTY (paper 000) | 1 |"):
+    for row in ("| Individual | 1 |", "| NeuMeta | 1 |", "| HTTY (paper 000) | 1 |",
+                "| Universally slimmable network (US-Nets) | 1 |"):
         assert row in table1, row
     assert "| NeuMeta | 1 |" in (folder / "table2.md").read_text()  # the one-block runs fill Table 2
     report = (out / "report.md").read_text()
@@ -223,6 +231,9 @@ def test_notebook_05_writes_the_tables_figures_and_report(smoke_run):
     assert m["captions"] == figures.captions(run, m["settings"]["table1"])  # worded on the measured block reports
     assert all(text in report for text in m["captions"].values())
     assert "What the block reports measured" in report and "HTTY (paper 000): " in report
+    assert "Against the universally slimmable network trained on HTTY's budget, Block-wise recipe (kit)" in report
+    fig = figures.dense_gamma(run, m["settings"]["table1"])  # Fig. 6 draws its curve beside the metamorphic recipes
+    assert any(label.startswith("universally slimmable") for label in fig.axes[0].get_legend_handles_labels()[1])
 
 
 @pytest.mark.notebook
@@ -252,6 +263,7 @@ def test_notebook_06_records_the_explorer_and_draws_its_default_view(smoke_run):
     cfg = C.build(C.ExplorerConfig, "smoke")
     assert m["config"]["profile"] == "smoke" and m["eval_images"] == cfg.eval_images
     assert set(m["explorer"]) == {"blockwise", "prefit", "htty", "neumeta"} and "prune-l1" in m["methods"]  # the null control: a line
+    assert "slimmable" in m["methods"]
     for method in m["explorer"].values():
         assert list(method["accuracy"]) == [format(float(g), ".10g") for g in cfg.record_gammas]
         assert all(0 <= a <= 1 for a in method["accuracy"].values())

@@ -268,7 +268,8 @@ def test_the_seed_spread_rule_is_the_sum_of_the_two_stds_and_needs_two_seeds_a_s
 def seeded_folder(tmp_path):
     """Three seeds of every prior-dependent row, with numbers chosen so that each comparison's verdict is known:
     HTTY 82 ± 2 at every γ; NeuMeta 71 ± 1 at γ = 0, 81 ± 1 elsewhere; the null control 80 ± 1; the Individual
-    network at γ = 0.5 88 ± 2 (its γ = 0, the prior, once); L1 pruning 60 ± 10."""
+    network at γ = 0.5 88 ± 2 (its γ = 0, the prior, once); L1 pruning 60 ± 10; the slimmable network 86 ± 1 at
+    every γ ≥ 0, trained in 100 / 200 / 300 s."""
     io.write_json({"test_accuracy": 0.9, "parameters": 1000, "config": {"data": {"name": "fashion-mnist"}},
                    "provenance": {"device": "cpu"}}, tmp_path / "01_prior_training" / "metrics.json")
     for s in range(3):
@@ -283,6 +284,8 @@ def seeded_folder(tmp_path):
     rows += [row("individual", "individual", 0.5, s, 0.86 + 0.02 * s, 500.0 + 100 * s) for s in range(3)]
     rows += [row("prune-l1", "pruning", g, s, 0.5 + 0.1 * s, 0.0) for s in range(3) for g in (0.25, 0.5)]
     rows.append(row("prune-l1", "pruning", 0.5, 0, 0.5, 0.0))  # seed 0's row recorded twice (a resumed run)
+    rows += [row("slimmable", "slimmable", g, s, 0.85 + 0.01 * s, 100.0 * (s + 1)) for s in range(3)
+             for g in (0.0, 0.25, 0.265625, 0.5, 0.75)]  # one training per seed, its time on each of its rows
     io.write_json({"rows": rows, "setting": SETTING}, tmp_path / "04_baselines" / "metrics.json")
     return tmp_path
 
@@ -315,6 +318,25 @@ def test_table_1_carries_the_spread_of_individual_and_pruning_rows(seeded_folder
         first = next(csv.DictReader(f))
     assert (first["row"], first["γ = 0 seeds"], first["γ = 0.5 seeds"], first["γ = 0.25 seeds"]) == \
         ("Individual", "1", "3", "")
+
+
+def test_the_slimmable_network_is_one_row_of_table_1_and_of_the_summary(seeded_folder, capsys):
+    from kit import cli
+    run = report.collect(seeded_folder)
+    table = report.paper_table(run, report.settings(run)[0], "Table 1")
+    slim = next(r for r in table.rows if r["key"] == "slimmable")
+    assert slim["seeds"] == 3 and slim["values"][0] == pytest.approx((86.0, 1.0))
+    assert slim["values"][-1] == pytest.approx((200 / 60, 100 / 60))  # its one training per seed, not summed over γ
+    assert "| Universally slimmable network (US-Nets) | 3 | 86.00 ± 1.00 | 86.00 ± 1.00 | 86.00 ± 1.00 | " \
+           "86.00 ± 1.00 | 3.33 ± 1.67 |" in report.to_markdown(table)
+    text = report.describe_table(table)
+    assert "Against the universally slimmable network trained on HTTY's budget, HTTY (paper 000) averages -4.00 " \
+           "points over 4 γ column(s); beyond the seed spread at every γ" in text
+    assert cli.main(["summary", str(seeded_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "| slimmable (US-Nets, notebook 04) | 3 | 86.00 ± 1.00 |" in out
+    assert "  htty: γ = 0 -4.00 (beyond the seed spread (std 2.00 + 1.00 = 3.00 points));" in out
+    assert "slimmable (US-Nets, notebook 04): +" not in out  # a baseline, not judged against the null control
 
 
 def test_every_comparison_of_the_report_says_whether_it_exceeds_the_seed_spread(seeded_folder):

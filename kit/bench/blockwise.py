@@ -107,6 +107,9 @@ def print_blockwise(r: dict) -> None:
         shown = "not measured" if value is None else f"{value:.2f}"
         verdict = "" if r["holds"][k] is None else "ok" if r["holds"][k] else "NOT MET"
         print(f"  {k:>18}: {shown:>12} points  (target {op} {v}) {verdict}")
+    if f["over_slimmable"]:
+        print("  against the universally slimmable network (HTTY's budget), points: " +
+              ", ".join(f"γ = {g} {d:+.2f}" for g, d in f["over_slimmable"].items()))
     t = r["time_to_acceptance"]
     print(f"  time to acceptance: {t:.0f} s (the run's training + evaluation)" if t is not None else
           "  time to acceptance: not reached in this run (a criterion is NOT MET or not measured)")
