@@ -87,6 +87,10 @@ class SlimmableNet(nn.Module):
         self.reference = {b: self.net.get_submodule(b).conv1.out_channels for b in self.blocks}  # H per block
         self.calibrated: tuple | None = None  # the widths the BN statistics were last calibrated for
 
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        self.calibrated = None  # whatever statistics the state holds, no width is known to be calibrated
+        return super().load_state_dict(state, strict, assign)
+
     def widths(self, gamma: metamorph.Gamma) -> dict[str, int]:
         """Hidden width of every slimmable block at γ (one number, or {block: γ}); γ < 0 is refused."""
         gammas = {b: (gamma.get(b, 0.0) if isinstance(gamma, Mapping) else gamma) for b in self.blocks}

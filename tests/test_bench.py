@@ -65,7 +65,7 @@ def test_bench_explorer_times_every_kind_of_update(smoke_run, capsys):
     checkpoint = smoke_run[0] / "03_incremental_metamorphosis" / "htty" / "metamorph.pt"
     r = bench_explorer.bench_explorer(str(checkpoint), "smoke", "cpu", gamma_points=6)
     assert set(r["kinds"]) == {"γ, new width", "γ, seen width", "K", "kernel", "one block", "method, first",
-                               "method, again"}
+                               "method, again", "slimmable width"}
     assert r["updates"] == sum(k["updates"] for k in r["kinds"].values()) and 0 <= r["under_1s"] <= r["updates"]
     assert all(0 < k["median"] <= k["max"] for k in r["kinds"].values())
     # K = 1 … k_max from smoke's K = 2: 1, then 2 again, 3, 4 (every value is a change)

@@ -60,3 +60,22 @@ def test_metamorphic_training_on_the_gpu(smoothed_smoke, tmp_path):
     cfg = C.build(C.MorphConfig, "smoke", {"runtime.device": "cuda", "optim.epochs": 1})
     result = metatrain.train_morph(cfg, smoothed_smoke[0], tmp_path)
     assert all(0 <= a <= 1 for a in result.metrics["accuracy"].values())
+
+
+def test_the_slimmable_network_trains_on_the_gpu_under_autocast_and_exports(smoke_cfg, tmp_path):
+    from kit import baselines
+    from kit import config as C
+    cfg = dataclasses.replace(smoke_cfg, runtime=dataclasses.replace(smoke_cfg.runtime, device="cuda"))
+    train.train_prior(cfg, tmp_path / "prior")
+    prior, record = train.load_prior(tmp_path / "prior" / "prior.pt")
+    base = C.build(C.BaselineConfig, "smoke", {"runtime.device": "cuda"})
+    data = D.load(cfg.data, "cuda", cfg.seed)
+    rows, metrics = baselines.slimmable_rows(prior, record, cfg, base, ["layer1.0", "layer2.0"], data, tmp_path)
+    assert [r["gamma"] for r in rows] == base.slimmable.gammas and all(0 <= r["accuracy"] <= 1 for r in rows)
+    from kit import slimmable
+    net, rec = slimmable.load(tmp_path / "slimmable" / "slimmable.pt")
+    assert rec["provenance"]["device"].startswith("cuda") and rec["provenance"]["gpu"]
+    calib = baselines.calibration(data, rec["calibration"]["images"], rec["calibration"]["seed"])[0]
+    half = next(r for r in rows if r["gamma"] == 0.5)
+    model = net.cuda().export(0.5, calib, rec["calibration"]["batch_size"])  # bf16 evaluation of the BN-folded export
+    assert train.evaluate(model, data, "test")["accuracy"] == pytest.approx(half["accuracy"], abs=0.01)

@@ -73,6 +73,10 @@ def bench_explorer(checkpoint: str | None = None, profile: str = "quick", device
             first_use[key] = panel.last_seconds
     for key in list(ex.methods)[::-1]:
         timed("method, again", panel.method, key)
+    if "slimmable" in ex.methods:  # each new width recalibrates its BN on notebook 04's calibration images first
+        panel.method.value = "slimmable"
+        for g in [g for g in grid if g >= 0][::2]:
+            timed("slimmable width", panel.gamma, g)
     every = [t for ts in times.values() for t in ts]
     return {"checkpoint": str(path), "device": str(ex.device), "eval_images": len(ex.data.splits["test"]),
             "k_default": ex.methods[own].k, "k_max": ex.cfg.k_max, "methods": list(ex.methods), "first_update": first,
