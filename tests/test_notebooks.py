@@ -205,6 +205,15 @@ def test_notebook_04_records_every_baseline_at_h_gamma(smoke_run):
     assert m["setting"] == cfg.setting and m["individual_train_seconds"] > 0 and m["config"]["profile"] == "smoke"
     for name in ("baselines.png", "rows.json", "scores-s0.pt", "individual-0.5/prior.pt", "slimmable/slimmable.pt"):
         assert (folder / name).is_file(), name
+    # the budget table sets the slimmable network beside every trained notebook-03 run, from what each recorded
+    from kit import baselines
+    budgets = {row["run"]: row for row in baselines.budgets(folder, smoke_run[0])}
+    for key in ("htty", "neumeta", "blockwise"):
+        recorded = io.read_json(smoke_run[0] / "03_incremental_metamorphosis" / key / "metrics.json")
+        row = budgets[f"{key} (notebook 03)"]
+        assert (row["steps"], row["images"]) == (recorded["budget"]["steps"], recorded["budget"]["images"])
+        assert row["steps"] > 0 and row["train seconds"] == round(recorded["train_seconds"], 1)
+    assert "slimmable (seed 0)" in budgets and not any(key.startswith("null") for key in budgets)
 
 
 @pytest.mark.notebook
