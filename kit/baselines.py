@@ -25,7 +25,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
@@ -73,13 +72,6 @@ def train_individual(prior_cfg: C.PriorConfig, prior: models.ResNet, blocks: lis
                 m["seconds"], dict(cfg.model.hidden))
 
 
-def calibration(data: D.Data, images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A class-balanced draw of `images` normalised, unaugmented training images (N, C, H, W) and labels (N,)."""
-    split = data.splits["train"]
-    idx = D.balanced_order(split.labels.cpu(), torch.Generator().manual_seed(seed))[:images].to(split.labels.device)
-    return data.normalise(split.images[idx]), split.labels[idx]
-
-
 def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineConfig, blocks: list[str],
                data: D.Data, out_dir: str | Path, done: dict[str, dict] | None = None,
                on_row=None) -> list[dict]:
@@ -91,8 +83,8 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
     images = labels = finetune_data = None  # loaded at the first row not already done
     todo = [(c, g) for c in cfg.criteria for g in cfg.prune_gammas]
     bar = tqdm(todo, desc="pruning", disable=not cfg.runtime.progress)
-    fingerprint = score_fingerprint(prior, blocks, cfg.calibration_images, cfg.seed)
-    scores = saved_scores(out_dir, fingerprint)  # {criterion: {block: (hidden,)}}, kept in out_dir/scores-s<seed>.pt
+    fingerprint = prune.score_fingerprint(prior, blocks, cfg.calibration_images, cfg.seed)
+    scores = prune.saved_scores(out_dir, fingerprint)  # {criterion: {block: (hidden,)}}, kept in out_dir/scores-s<seed>.pt
     for criterion, gamma in bar:
         tuned = cfg.finetune_epochs and (not cfg.finetune_criteria or criterion in cfg.finetune_criteria)
         for finetuned in (False, True) if tuned else (False,):
@@ -101,16 +93,15 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
                 rows.append(done[key])
                 continue
             if images is None:
-                images, labels = calibration(data, cfg.calibration_images, cfg.seed)
+                images, labels = D.calibration(data, cfg.calibration_images, cfg.seed)
             if criterion not in scores:  # once per criterion: scores do not depend on γ
                 scores[criterion] = prune.block_scores(prior.to(device), blocks, criterion, images, labels, cfg.seed)
-                io.save_torch({"fingerprint": fingerprint, "scores": scores}, scores_path(out_dir, cfg.seed))
+                prune.save_scores(out_dir, fingerprint, scores)
             model = prune.prune_to(prior, scores[criterion], gamma, images)
             seconds = 0.0
             if finetuned:
                 if finetune_data is None:
-                    from kit.metatrain import load_data_for
-                    finetune_data = load_data_for(C.to_dict(prior_cfg), device, None, cfg.finetune_images, 0, cfg.seed)
+                    finetune_data = D.for_prior(C.to_dict(prior_cfg), device, None, cfg.finetune_images, 0, cfg.seed)
                 model, seconds = finetune(model, finetune_data, cfg, Path(out_dir) / "finetune" / f"{key}.pt")
             accuracy = train.evaluate(model, data, "test", cfg.runtime)["accuracy"]
             model = model.to("cpu")
@@ -131,21 +122,20 @@ def slimmable_rows(prior: models.ResNet, record: dict, prior_cfg: C.PriorConfig,
     s, seed = cfg.slimmable, cfg.seed
     folder = Path(out_dir) / f"slimmable{tag}"
     fingerprint = {"prior": permute.state_digest(prior), "blocks": list(blocks), "seed": seed,
-                   "scores": score_fingerprint(prior, blocks, cfg.calibration_images, seed),
+                   "scores": prune.score_fingerprint(prior, blocks, cfg.calibration_images, seed),
                    "slimmable": C.to_dict(s), "data": C.to_dict(prior_cfg.data)}
     store, keys = RowStore(folder, fingerprint), [row_key("slimmable", g, seed) for g in s.gammas]
     if all(k in store.rows for k in keys) and (folder / "slimmable.pt").is_file():
         return [store.rows[k] for k in keys], io.read_json(folder / "metrics.json", "metrics")
-    from kit.metatrain import load_data_for
     device = pick_device(cfg.runtime.device)
-    images, labels = calibration(data, cfg.calibration_images, seed)
-    scores = saved_scores(out_dir, fingerprint["scores"])
+    images, labels = D.calibration(data, cfg.calibration_images, seed)
+    scores = prune.saved_scores(out_dir, fingerprint["scores"])
     if s.order not in scores:
         scores[s.order] = prune.block_scores(prior.to(device), blocks, s.order, images, labels, seed)
     start = slimmable.ordered(prior, scores[s.order])
     net = slimmable.SlimmableNet(start, blocks)
-    train_data = load_data_for(C.to_dict(prior_cfg), device, s.batch_size, s.train_images, s.val_images, seed)
-    calib = calibration(data, s.calibration_images, seed)[0]
+    train_data = D.for_prior(C.to_dict(prior_cfg), device, s.batch_size, s.train_images, s.val_images, seed)
+    calib = D.calibration(data, s.calibration_images, seed)[0]
     task = slimmable.SlimmableTask(net, s, seed, calib)
     result = train.fit(task, train_data, s.optim, cfg.runtime, folder / "checkpoint.pt", seed_everything(seed), True,
                        fingerprint, desc=folder.name, test_each_epoch=False)
@@ -193,26 +183,6 @@ def budgets(out_dir: str | Path, run_dir: str | Path | None) -> list[dict]:
             rows.append({"run": f"{key} (notebook 03)", "steps": m["budget"]["steps"], "images": m["budget"]["images"],
                          "width passes": m["budget"]["images"], "train seconds": round(m["train_seconds"], 1)})
     return rows
-
-
-def score_fingerprint(prior: nn.Module, blocks: list[str], calibration_images: int, seed: int) -> dict:
-    """What channel scores depend on: the prior's weights, the blocks, the calibration draw."""
-    return {"prior": permute.state_digest(prior), "blocks": list(blocks), "calibration_images": calibration_images,
-            "seed": seed}
-
-
-def scores_path(out_dir: str | Path, seed: int) -> Path:
-    """Where notebook 04 keeps one seed's channel scores (each seed draws its own calibration images)."""
-    return Path(out_dir) / f"scores-s{seed}.pt"
-
-
-def saved_scores(out_dir: str | Path, fingerprint: dict) -> dict[str, dict[str, torch.Tensor]]:
-    """{criterion: {block: scores}} that notebook 04 saved under this fingerprint ({} if none): a rerun with new γ,
-    and the γ explorer, reuse them instead of recomputing (the Hessian's 1,280 backward passes)."""
-    path = scores_path(out_dir, fingerprint["seed"])
-    saved = io.load_torch(path, "pruning scores") if path.is_file() else {}
-    return {c: {b: t.cpu() for b, t in v.items()} for c, v in saved.get("scores", {}).items()} \
-        if saved.get("fingerprint") == fingerprint else {}
 
 
 def finetune(model: nn.Module, data: D.Data, cfg: C.BaselineConfig, checkpoint: Path) -> tuple[nn.Module, float]:

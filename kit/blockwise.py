@@ -39,7 +39,7 @@ from kit import config as C
 from kit import data as D
 from kit import io, metamorph, models
 from kit.errors import KitError
-from kit.prefit import relative_squared_error
+from kit.diagnostics import relative_squared_error
 
 
 @dataclass

@@ -88,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
                         "inr: generating a ResNet-56 last stage, kit against per-tensor and NeuMeta-style code; "
                         "htty: one HTTY step (4 configurations) against 4 plain prior steps, and the INR's share; "
                         "prefit: the pre-fit recipe's pre-fit per block, one step against one HTTY step, and its time "
-                        "to issue 15's acceptance in a run folder (--run); "
+                        "to the quick targets in a run folder (--run); "
                         "blockwise: the block-wise recipe's seconds per phase, one distillation step against one "
                         "end-to-end step, and its figures and time against the quick targets in a run folder (--run); "
                         "limits: what limits the block-wise recipe of a run folder (--run): free blocks of the same "
@@ -270,7 +270,8 @@ def _free_port(port: int) -> None:
 def _evaluate(args) -> None:
     from tqdm.auto import tqdm
 
-    from kit import inr, io, metamorph, metatrain
+    from kit import data as D
+    from kit import inr, io, metamorph, morphtask
     gammas = arguments.parse_gammas(args.gammas)
     if args.k is not None:
         inr.check_k(args.k, "--k asks for")
@@ -282,12 +283,12 @@ def _evaluate(args) -> None:
     k = cfg["k_samples"] if args.k is None else args.k
     for g in gammas:
         net.widths(g)  # every γ checked before any work
-    data = metatrain.load_data_for(record["prior_config"], args.device)
+    data = D.for_prior(record["prior_config"], args.device)
     pool = metamorph.pool_gammas(cfg["gamma_max"], cfg["pool_size"])
     net.to(data.device)
     accuracy = {}  # one γ at a time, for the progress bar: each γ's noise is seeded alone, so the numbers are the same
     for g in tqdm(gammas, desc="evaluate", unit="γ", disable=len(gammas) < 2):
-        accuracy.update(metatrain.evaluate_gammas(net, data, [g], k, args.split, seed=args.seed))
+        accuracy.update(morphtask.evaluate_gammas(net, data, [g], k, args.split, seed=args.seed))
     net.to("cpu")
     rows = []
     for g in gammas:
@@ -307,7 +308,7 @@ SLIMMABLE = "slimmable (US-Nets, notebook 04)"  # its row in `kit summary`
 
 
 def _summary(args) -> None:
-    from kit import io, metamorph, records, results
+    from kit import diagnostics, io, metamorph, records, results
     folder = project_path(args.folder)
     if not folder.is_dir():
         raise KitError(f"{folder} is not a folder; point at a run folder written by `python -m kit pipeline`.")
@@ -371,7 +372,7 @@ def _summary(args) -> None:
         report = record.get("block_report")  # recorded by notebook 03; older runs: computed from their checkpoint
         path = morph_dir / variant / record.get("checkpoint", "metamorph.pt")  # recorded relative to its folder
         if report is None and path.is_file():
-            report = results.block_report(metamorph.load(path)[0])
+            report = diagnostics.block_report(metamorph.load(path)[0])
         if report is not None:
             print(f"  {variant}: " + "; ".join(f"{b} α {r['alpha']:.3f} scale {r['branch scale']:.3f} error "
                                                 f"{r['error conv2.weight']:.2f}" for b, r in report.items()))

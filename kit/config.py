@@ -127,7 +127,7 @@ class PermuteConfig:
     profile: str = "quick"  # name of the profile these values started from (recorded, not used)
     seed: int = 0  # seeds the 'random' method
     method: str = "tsp"  # channel order: 'tsp' (shortest Hamiltonian path: greedy, 2-opt + Or-opt, iterated local
-    # search), '2opt' (greedy + 2-opt descent), 'greedy', 'random', 'identity' (kit.permute.shortest_path)
+    # search), '2opt' (greedy + 2-opt descent), 'greedy', 'random', 'identity' (kit.paths.shortest_path)
     kicks: int = 20  # rounds of iterated local search per coupled group ('tsp'): a count, never a time budget,
     # so the order is the same on every machine under any load
     compare_methods: bool = True  # also smooth with every other method, for the comparison figure
@@ -228,7 +228,7 @@ class BlockwiseConfig:
 GAMMAS_EVAL = [-0.25, -0.125, 0.0, 0.125, 0.25, 0.265625, 0.375, 0.5, 0.625, 0.75]  # seen, between, beyond
 TABLE_GAMMAS = [0.0, 0.25, 0.5]  # the seen γ columns of paper 000 Tables 1–2 (the block-sweep runs evaluate these)
 # The training recipes of notebook 03. NeuMeta is HTTY with every component switched off (paper 000 sec. 4.2).
-# 'prefit' is the kit's recipe for a laptop budget (issue 15, notebook 07): each block's INRs are first fitted to the
+# 'prefit' is the kit's recipe for a laptop budget (notebook 07 says why): each block's INRs are first fitted to the
 # prior's tensors (with coordinate noise), the size features enter as offsets from the prior's size and start at zero
 # weight (another width starts as a resampling of the prior), α starts at the prior's scale 1, and a short, gentle
 # task phase (INR lr 1e-4, tail frozen, one configuration at γ = 0 with relative reconstruction ×10 and one pool γ
@@ -306,7 +306,7 @@ class MorphConfig:
     alpha_init: float = 0.0  # α's starting value (α-scaling only): 0 = SkipInit (sec. 3.2); 1 = the BN-folded prior's
     # own branch scale, which keeps a pre-fitted INR's function
     prefit: bool = False  # fit a block's INRs to the smoothed prior's tensors at γ = 0 (relative error, coordinate noise
-    # `prefit_noise`) when the block becomes metamorphic, before its stage trains (issue 15; off in the papers)
+    # `prefit_noise`) when the block becomes metamorphic, before its stage trains (the kit's; off in the papers)
     prefit_steps: int = 2000  # full-batch Adam steps of that pre-fit, per block (quick: ≈ 30 s for a 32-wide block, 75 s
     # for a 64-wide one on 2 CPU cores)
     prefit_lr: float = 3e-3  # pre-fit learning rate, cosine-decayed to a tenth over its steps

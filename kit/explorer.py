@@ -30,7 +30,7 @@ import torch
 
 from kit import config as C
 from kit import data as D
-from kit import io, metamorph, models, plots, results, train
+from kit import diagnostics, io, metamorph, models, names, plots, results, train
 from kit.errors import KitError
 from kit.runtime import autocast, pick_device, project_path
 
@@ -90,8 +90,7 @@ class View:
 def evaluation_data(prior_config: dict, images: int, seed: int, device) -> D.Data:
     """The prior's dataset (its normalisation and splits) with the test split cut to a fixed class-balanced draw of
     `images` (0 = all): what every view is evaluated on."""
-    from kit.metatrain import load_data_for
-    return load_data_for(prior_config, device, seed=seed, test_images=images)
+    return D.for_prior(prior_config, device, seed=seed, test_images=images)
 
 
 def run_folder_of(checkpoint: Path) -> Path | None:
@@ -120,7 +119,6 @@ def discover(checkpoint: Path, record: dict, blocks: list[str],
     """({key: Method}, {γ key: Individual accuracy}, the null control's accuracy or None): the checkpoint itself first,
     then what `run_dir` holds on the same blocks: the other notebook-03 runs with a metamorph.pt, and notebook 04's
     criteria (with its prior.pt). The null control on these blocks is a level to draw, not a method."""
-    from kit.report import display_name
     own_metrics = checkpoint.parent / "metrics.json"
     runs = results.runs_of(run_dir)
     if own_metrics.is_file():
@@ -133,7 +131,7 @@ def discover(checkpoint: Path, record: dict, blocks: list[str],
         path = checkpoint if key == checkpoint.parent.name else run_dir / results.MORPH_FOLDER / key / "metamorph.pt"
         if m and (m.get("blocks") != blocks or not path.is_file() or (results.is_null(m) and key != checkpoint.parent.name)):
             continue  # another block setting (its controls would differ), no checkpoint, or the null control (a line)
-        label = display_name(results.label(m)) if m else display_name(record["config"]["method"])
+        label = names.display_name(results.label(m)) if m else names.display_name(record["config"]["method"])
         label += f" · seed {m.get('seed', 0)}" if len(seeds) > 1 else ""
         methods[key] = Method(key, label, METAMORPHIC, path, dict(m.get("accuracy", {})),
                               m.get("config", {}).get("k_samples", record["config"]["k_samples"]))
@@ -176,7 +174,7 @@ class Explorer:
         self.blocks = self.net.active_blocks
         self.reference = {b: self.net.reference[b] for b in self.blocks}  # H per block
         self.pool = metamorph.pool_gammas(self.record["config"]["gamma_max"], self.record["config"]["pool_size"])
-        self.layers = [s.name for s in self.net.specs[:4 * self.net.active] if s.kind == "kernel"]
+        self.layers = [self.net.specs[i].name for i in self.net.active_slots if self.net.specs[i].kind == "kernel"]
         self.run_dir = project_path(run_dir).resolve() if run_dir else run_folder_of(self.checkpoint)
         self.methods, self.individual, self.null = discover(self.checkpoint, self.record, self.blocks, self.run_dir)
         self.data = evaluation_data(self.record["prior_config"], self.cfg.eval_images, self.cfg.seed, self.device)
@@ -207,6 +205,17 @@ class Explorer:
             except KitError:
                 n -= 1
 
+    def on_grid(self, gamma: float) -> float:
+        """The γ of the slider's grid (steps of one channel of the widest block, from the lowest γ) nearest `gamma`."""
+        lo = self.gamma_range()[0]
+        return lo + round((gamma - lo) / self.step) * self.step
+
+    def default_settings(self) -> Settings:
+        """The view the explorer opens on: its first method (the checkpoint's own) at half the pool's largest γ (on
+        the grid), at that method's K (at most k_max), the first generated kernel."""
+        own = next(iter(self.methods.values()))
+        return Settings(own.key, self.on_grid(max(self.pool) / 2), min(own.k, self.cfg.k_max), self.layers[0])
+
     def widths(self, gamma: metamorph.Gamma) -> dict[str, int]:
         """Hidden width of every metamorphic block at γ (the same h(γ) for every method)."""
         return self.net.widths(gamma)
@@ -226,25 +235,25 @@ class Explorer:
     def _slimmable(self, m: Method):
         """(the slimmable network, its slimmable.pt record, the training images notebook 04 calibrated its BN with)."""
         if self._slim is None:
-            from kit import baselines, slimmable
+            from kit import slimmable
             net, record = slimmable.load(m.path)
             c = record["calibration"]
-            images = baselines.calibration(self.data, c["images"], c["seed"])[0]
+            images = D.calibration(self.data, c["images"], c["seed"])[0]
             self._slim = (net.to(self.device), record, images)
         return self._slim
 
     def _pruning_scores(self, m: Method) -> dict[str, torch.Tensor]:
         """Notebook 04's channel scores of a criterion: read from its scores.pt when they match its prior, blocks and
         calibration draw, else computed the same way (once)."""
-        from kit import baselines, prune
+        from kit import prune
         criterion = m.key[len("prune-"):]
         if criterion not in self._scores:
             b = io.read_json(self.run_dir / "04_baselines" / "metrics.json", "metrics")["config"]
             prior = self._prior_model(m).to(self.device)
-            fingerprint = baselines.score_fingerprint(prior, self.blocks, b["calibration_images"], b["seed"])
-            self._scores.update(baselines.saved_scores(self.run_dir / "04_baselines", fingerprint))
+            fingerprint = prune.score_fingerprint(prior, self.blocks, b["calibration_images"], b["seed"])
+            self._scores.update(prune.saved_scores(self.run_dir / "04_baselines", fingerprint))
             if criterion not in self._scores:  # a run folder from before scores.pt: compute them as notebook 04 did
-                images, labels = baselines.calibration(self.data, b["calibration_images"], b["seed"])
+                images, labels = D.calibration(self.data, b["calibration_images"], b["seed"])
                 self._scores[criterion] = prune.block_scores(prior, self.blocks, criterion, images, labels, b["seed"])
         return self._scores[criterion]
 
@@ -322,8 +331,8 @@ class Explorer:
         return self._prior_kernels[key]
 
     def block_report(self, method: str) -> dict[str, dict]:
-        """`kit.results.block_report` of a metamorphic method's blocks (γ = 0 against the prior's tensors)."""
-        return results.block_report(self._metamorphic(self._method(method)))
+        """`kit.diagnostics.block_report` of a metamorphic method's blocks (γ = 0 against the prior's tensors)."""
+        return diagnostics.block_report(self._metamorphic(self._method(method)))
 
     @torch.no_grad()
     def _evaluate(self, m: Method, model: torch.nn.Module) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from kit import plots, results, study
+from kit import diagnostics, plots, results
 from kit.metamorph import gamma_key
 from kit.report import RunRecords, block_reports
 
@@ -44,13 +44,13 @@ def _footnotes(fig: plt.Figure, notes: list[str]) -> None:
 
 def captions(run: RunRecords, setting: str | None) -> dict[str, str]:
     """report.md's paragraph for each figure, worded on what the block reports measured: a curve is said to
-    interpolate or extrapolate only when its generated blocks carry function (`kit.study.curve_reading`)."""
+    interpolate or extrapolate only when its generated blocks carry function (`kit.diagnostics.curve_reading`)."""
     blocks = block_reports(run, setting)
     htty = blocks.get("htty", {})
-    off = study.block_state(htty) == study.OFF
-    caveat = (f" HTTY's generated blocks are switched off in this run ({study.block_numbers(htty)}): its points are "
+    off = diagnostics.block_state(htty) == diagnostics.OFF
+    caveat = (f" HTTY's generated blocks are switched off in this run ({diagnostics.block_numbers(htty)}): its points are "
               "the rest of the network at every γ, not generated weights." if off else "")
-    readings = " ".join(study.curve_reading(name, blocks[key], _mean_curve(run, setting, key)) for key, name in
+    readings = " ".join(diagnostics.curve_reading(name, blocks[key], _mean_curve(run, setting, key)) for key, name in
                         (("htty", "HTTY"), ("prefit", "The pre-fit recipe"), ("blockwise", "The block-wise recipe"))
                         if key in blocks)
     return {
@@ -115,7 +115,7 @@ def blocks_sweep(run: RunRecords, setting: str | None) -> plt.Figure:
                 label="null control (those blocks removed, tail retrained)")
     ax.set(xlabel="number of metamorphic blocks", ylabel="test accuracy (%)", title=title + "\n(mean over the selection γ)")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8)
+    plots.legend_outside(ax)
     _footnotes(fig, ["NeuMeta on fewer blocks: not run here (the full profile runs the sweep)"]
                if len(curves["neumeta"]) < 2 else [])
     return fig
@@ -186,7 +186,7 @@ def compression(run: RunRecords, setting: str | None) -> plt.Figure:
                                   (f", trained once; others {seeds} seeds)" if seeds > 1 else ")"))
     ax_g.set(xlabel="compression ratio γ of the metamorphic blocks", ylabel="test accuracy (%)")
     ax_p.set(xlabel="parameters (% of the prior)" if prior_params else "parameters (thousands)")
-    ax_g.legend(fontsize=8, loc="lower left")
+    plots.legend_outside(ax_p, handles=ax_g.get_legend_handles_labels()[0])  # right of both panels
     fig.suptitle(title)
     _footnotes(fig, [] if base is not None else ["no baselines for this setting: run notebook 04"])
     return fig

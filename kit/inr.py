@@ -201,7 +201,7 @@ class WeightINR(nn.Module):
         """Zero the first-layer weights of the size features O/O_ref, I/I_ref (and their Fourier features) of the MLPs
         of `slots`, folding their value at the prior's size (both ratios 1) into the first-layer bias. The MLPs'
         output at the prior's size is unchanged; at another size it starts as the same function of the index
-        coordinates, i.e. a resampling of what was fitted (issue 15, `MorphConfig.size_features`)."""
+        coordinates, i.e. a resampling of what was fitted (`MorphConfig.size_features`)."""
         cols = self.size_mask
         for i in slots:
             bank = self.kernel_bank if self.specs[i].kind == "kernel" else self.bias_bank

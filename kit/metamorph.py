@@ -44,6 +44,15 @@ GAMMA_MIN = -1.0  # widest supported network: twice the prior's width (the INR's
 
 Gamma = float | Mapping[str, float]  # one γ for every metamorphic block, or one per block
 
+# The INR's tensor layout: every metamorphic block is 4 consecutive slots, in block order.
+BLOCK_PARTS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
+SLOTS_PER_BLOCK = len(BLOCK_PARTS)
+
+
+def block_slots(block: int) -> list[int]:
+    """The INR slots of metamorphic block number `block` (0-based), in `BLOCK_PARTS` order."""
+    return [SLOTS_PER_BLOCK * block + j for j in range(SLOTS_PER_BLOCK)]
+
 
 def blocks_for(model: models.ResNet, setting: str | Sequence[str]) -> list[str]:
     """Names of the metamorphic blocks of `model` under a setting, in forward order."""
@@ -139,7 +148,7 @@ class MetamorphicNet(nn.Module):
             specs += [TensorSpec(f"{b}.conv1.weight", "kernel", c1.out_channels, c1.in_channels, c1.kernel_size[0]),
                       TensorSpec(f"{b}.conv1.bias", "bias", c1.out_channels, 1),
                       TensorSpec(f"{b}.conv2.weight", "kernel", c2.out_channels, c2.in_channels, c2.kernel_size[0]),
-                      TensorSpec(f"{b}.conv2.bias", "bias", c2.out_channels, 1)]
+                      TensorSpec(f"{b}.conv2.bias", "bias", c2.out_channels, 1)]  # BLOCK_PARTS' order
         self.specs = specs
         self.inr = WeightINR(specs, inr.hidden, inr.depth, inr.activation, inr.num_freqs, inr.gate_init, inr.disentangled,
                              inr.size_encoding)
@@ -166,8 +175,8 @@ class MetamorphicNet(nn.Module):
 
     @property
     def active_slots(self) -> list[int]:
-        """Spec indices of the generated tensors (4 per active block: conv1 W, b, conv2 W, b)."""
-        return list(range(4 * self.active))
+        """Spec indices of the generated tensors (`block_slots` of every active block)."""
+        return list(range(SLOTS_PER_BLOCK * self.active))
 
     def set_active(self, count: int) -> None:
         """Generate the first `count` blocks; the others keep the prior's weights (and α = 1)."""
@@ -199,7 +208,7 @@ class MetamorphicNet(nn.Module):
         """(out, in) of every generated tensor at γ, in spec order (active blocks only)."""
         w = self.widths(gamma)
         out = []
-        for s in self.specs[:4 * self.active]:
+        for s in (self.specs[i] for i in self.active_slots):
             block, conv = s.name.split(".conv")[0], s.name.split(".")[-2]
             h = w[block]
             if conv == "conv1":

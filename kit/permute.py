@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from kit import io, models, paths, train
 from kit.config import PERMUTE_METHODS as METHODS
 from kit.errors import KitError
 from kit.models import ResNet
@@ -100,130 +102,6 @@ def group_features(state: dict[str, torch.Tensor], group: Group) -> torch.Tensor
     return torch.cat(parts, dim=1)
 
 
-def l1_distances(features: torch.Tensor) -> np.ndarray:
-    """(C, C) pairwise L1 distances between the rows of `features`, in float64."""
-    return torch.cdist(features.double()[None], features.double()[None], p=1)[0].numpy()
-
-
-def path_length(dist: np.ndarray, order) -> float:
-    order = np.asarray(order)
-    return float(dist[order[:-1], order[1:]].sum())
-
-
-# ---------------------------------------------------------------- shortest Hamiltonian path solvers
-# Every solver is deterministic and bounded by counts (kicks, moves), never by a clock: the same network gives the
-# same order on any machine under any load, so everything trained on the smoothed prior can be reproduced.
-
-def shortest_path(dist: np.ndarray, method: str = "tsp", seed: int = 0, kicks: int = 20) -> tuple[np.ndarray, str]:
-    """(order of the channels, solver used) for an open path through all nodes of `dist` (n, n), symmetric.
-    'tsp': nearest-neighbour from every start, then descent over 2-opt and Or-opt moves, then `kicks` rounds of
-    iterated local search (a seeded segment swap, descent again, kept if shorter); '2opt': the first two steps
-    with 2-opt moves only; 'greedy': the first step; 'random' (seeded) and 'identity' for the ablation."""
-    n = len(dist)
-    if method not in METHODS:
-        raise KitError(f"Unknown permutation method {method!r}; choose one of {', '.join(METHODS)}.")
-    if n <= 2:
-        return np.arange(n), "trivial"  # every order of ≤ 2 channels has the same path length
-    if method == "identity":
-        return np.arange(n), "identity"
-    if method == "random":
-        return np.random.default_rng(seed).permutation(n), "random"
-    greedy = greedy_path(dist)
-    if method == "greedy":
-        return greedy, "greedy"
-    if method == "2opt":
-        return descend(dist, greedy, or_opt=False), "2opt"
-    return iterated_local_search(dist, descend(dist, greedy), kicks, seed), "ils"
-
-
-def greedy_path(dist: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour paths from every start at once (vectorised); the shortest of them."""
-    n = len(dist)
-    starts = np.arange(n)
-    paths = np.empty((n, n), np.int64)
-    paths[:, 0] = starts
-    visited = np.zeros((n, n), bool)
-    visited[starts, starts] = True
-    lengths = np.zeros(n)
-    for step in range(1, n):
-        d = np.where(visited, np.inf, dist[paths[:, step - 1]])  # (starts, candidates)
-        nxt = d.argmin(axis=1)
-        lengths += d[starts, nxt]
-        paths[:, step] = nxt
-        visited[starts, nxt] = True
-    return paths[lengths.argmin()]
-
-
-def descend(dist: np.ndarray, order, or_opt: bool = True, max_moves: int | None = None) -> np.ndarray:
-    """Best-improvement local search on an open path: each step applies the single best move among every segment
-    reversal (2-opt) and, with `or_opt`, every relocation of a run of 1–3 channels, either way round, to any other
-    place (Or-opt); it stops when no move shortens the path (or after `max_moves`, default 20·n, a bound that a
-    descent from a greedy path does not reach in practice). Vectorised over all moves."""
-    order = np.array(order)
-    n = len(order)
-    if n < 3:
-        return order
-    # Positions 0 and n + 1 of the padded matrix are two free ends (distance 0 to every channel): with them every
-    # move is the same formula, including moves at the path's ends.
-    upper = np.triu(np.ones((n, n), bool), 1)  # 2-opt reverses positions i < j
-    lengths = (1, 2, 3) if or_opt else ()
-    rows = {L: np.arange(1, n - L + 2)[:, None] for L in lengths if n - L + 1 >= 1}
-    slots = np.arange(1, n + 2)[None, :]  # slot e: between padded positions e − 1 and e
-    valid = {L: (slots <= i - 1) | (slots >= i + L + 1) for L, i in rows.items()}  # not touching the run itself
-    tol = 1e-12 * n * float(dist.max())  # a shorter path by more than rounding
-    for _ in range(20 * n if max_moves is None else max_moves):
-        E = np.zeros((n + 2, n + 2))
-        E[1:-1, 1:-1] = dist[np.ix_(order, order)]  # (n+2, n+2): distances between the channels at two positions
-        edge = np.diagonal(E, 1)  # (n+1,): edge k joins positions k and k + 1
-        # reverse positions i..j: edges (i−1, i), (j, j+1) become (i−1, j), (i, j+1); delta[i−1, j−1]
-        delta = np.where(upper, E[:-2, 1:-1] + E[1:-1, 2:] - edge[:n, None] - edge[None, 1:], np.inf)
-        k = int(delta.argmin())
-        best, move = delta.flat[k], ("2opt", *divmod(k, n))
-        for L in rows:
-            r = n - L + 1  # runs at positions i..i+L−1, i = 1..r: cutting one out joins (i−1) and (i+L)
-            gain = edge[:r] + edge[L:L + r] - E[np.arange(r), np.arange(r) + L + 1]  # (r,)
-            # put it into slot e, in order (i next to e − 1) or reversed: (r, n+1); dist is symmetric
-            fwd = E[1:r + 1, :n + 1] + E[L:n + 1, 1:] - edge[None, :]
-            rev = E[L:n + 1, :n + 1] + E[1:r + 1, 1:] - edge[None, :]
-            d = np.where(valid[L], np.minimum(fwd, rev) - gain[:, None], np.inf)
-            k = int(d.argmin())
-            if d.flat[k] < best:
-                best, move = d.flat[k], ("or", *divmod(k, n + 1), L, bool(rev.flat[k] < fwd.flat[k]))
-        if not best < -tol:
-            break
-        order = _apply_move(order, move)
-    return order
-
-
-def _apply_move(order: np.ndarray, move: tuple) -> np.ndarray:
-    """The path after a move of `descend` (indices there are padded positions minus one)."""
-    if move[0] == "2opt":
-        _, i, j = move
-        order = order.copy()
-        order[i:j + 1] = order[i:j + 1][::-1]
-        return order
-    _, i, e, L, reverse = move  # the run order[i:i+L] goes before order[e] (e = n: at the end)
-    run = order[i:i + L][::-1] if reverse else order[i:i + L]
-    rest = np.concatenate([order[:i], order[i + L:]])
-    at = e if e < i else e - L
-    return np.concatenate([rest[:at], run, rest[at:]])
-
-
-def iterated_local_search(dist: np.ndarray, order: np.ndarray, kicks: int, seed: int) -> np.ndarray:
-    """`kicks` rounds of: swap two adjacent segments of the best path (cut points drawn by a generator seeded with
-    `seed`, the 'double bridge' of an open path), descend, keep the result if strictly shorter."""
-    n = len(order)
-    best, best_len = np.array(order), path_length(dist, order)
-    rng = np.random.default_rng(seed)
-    for _ in range(kicks if n >= 4 else 0):  # three distinct cut points need 4 channels
-        a, b, c = np.sort(rng.choice(np.arange(1, n), 3, replace=False))
-        trial = descend(dist, np.concatenate([best[:a], best[b:c], best[a:b], best[c:]]))
-        length = path_length(dist, trial)
-        if length < best_len:
-            best, best_len = trial, length
-    return best
-
-
 # ---------------------------------------------------------------- applying and checking a permutation
 
 def check_groups(state: dict[str, torch.Tensor], groups: list[Group]) -> None:
@@ -277,17 +155,18 @@ def smooth(model: torch.nn.Module, example_input: torch.Tensor, method: str = "t
     tv_before, per_before = total_variation(model)
     solved, rows = {}, []
     for i, g in enumerate(tqdm(groups, desc=f"smooth ({method})", disable=not progress)):
-        dist = l1_distances(group_features(state, g))
+        dist = paths.l1_distances(group_features(state, g))
         if permutation is not None:
             if sorted(permutation.get(g.name, [])) != list(range(len(dist))):
                 raise KitError(f"The saved permutation has no valid order for group {g.name} ({len(dist)} channels); "
                                "it belongs to another network: delete it and smooth again.")
             order, solver = np.asarray(permutation[g.name]), "saved"
         else:
-            order, solver = shortest_path(dist, method, seed + i, kicks)
+            order, solver = paths.shortest_path(dist, method, seed + i, kicks)
         solved[g.name] = [int(k) for k in order]
         rows.append({"group": g.name, "channels": len(dist), "solver": solver,
-                     "path_before": path_length(dist, np.arange(len(dist))), "path_after": path_length(dist, order)})
+                     "path_before": paths.path_length(dist, np.arange(len(dist))),
+                     "path_after": paths.path_length(dist, order)})
     smoothed = copy.deepcopy(model)
     smoothed.load_state_dict(apply_permutation(state, groups, solved))
     tv_after, per_after = total_variation(smoothed)
@@ -315,9 +194,6 @@ def smooth_checkpoint(prior_path, out_path, example_input: torch.Tensor, method:
     """Fold the prior's BatchNorm, smooth it, and write out_path (same record layout as prior.pt, plus the
     permutation). When out_path already holds a permutation computed with these settings for this very prior,
     it is reused rather than searched again (the search is deterministic: it would find the same one)."""
-    from pathlib import Path
-
-    from kit import io, models, train
     prior, record = train.load_prior(prior_path)
     folded = models.fold_bn(prior)
     digest = state_digest(folded)
@@ -338,6 +214,23 @@ def smooth_checkpoint(prior_path, out_path, example_input: torch.Tensor, method:
                    "input_shape": record.get("input_shape"), "config": record.get("config"),
                    "metrics": record.get("metrics")}, out_path)
     return smoothed, report
+
+
+def load_smoothed(path: str | Path) -> tuple[ResNet, dict]:
+    """(BN-folded, permuted prior, record) from the smoothed.pt `smooth_checkpoint` writes: plain data only
+    (`io.load_torch`), its architecture within `models`' bounds and its weights finite, else one sentence naming the
+    file."""
+    record = io.load_torch(path, "smoothed prior", "if an older version of this kit wrote it, delete it and rerun "
+                                                   "notebook 02 (`python -m kit pipeline` on its run folder does)")
+    if not isinstance(record, dict) or not {"arch", "config", "state_dict", "report"} <= set(record):
+        raise KitError(f"{path} is not a smoothed prior (notebook 02's smoothed.pt); run notebook 02 first "
+                       "(METHOD='identity' there keeps the prior's channel order).")
+    source = f"smoothed prior {path}"
+    state = models.check_tensors(record["state_dict"], source)
+    prior = models.load_weights(models.from_arch(record["arch"], source), state, source)
+    if record.get("input_shape") is not None:
+        models.check_input_shape(record["input_shape"], source, prior.arch["in_channels"])
+    return prior.eval(), record
 
 
 def compare_methods(model: torch.nn.Module, example_input: torch.Tensor, seed: int = 0,

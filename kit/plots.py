@@ -17,6 +17,13 @@ def style() -> None:
     sns.set_theme(style="whitegrid", context="notebook")
 
 
+def legend_outside(ax: plt.Axes, fontsize: int = 8, **kwargs):
+    """The axes' legend to their right, where it cannot cover data (figures are saved with bbox_inches='tight', so
+    the saved image grows to hold it). `kwargs` go to `Axes.legend` (e.g. handles and labels from another axes)."""
+    return ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     frameon=False, **kwargs)
+
+
 def training_curves(history: list[dict], title: str = "Prior training", loss_label: str = "cross-entropy",
                     loss_note: str = "") -> plt.Figure:
     """Loss and accuracy (train / val / test) against epoch. `loss_label` names what the recorded loss is (the
@@ -44,7 +51,7 @@ def training_curves(history: list[dict], title: str = "Prior training", loss_lab
     for ax in (ax_loss, ax_acc):
         for i, epoch in enumerate(starts):
             ax.axvline(epoch - 0.5, color="grey", ls=":", lw=1, label="stage boundary" if i == 0 else None)
-        ax.legend(fontsize=8)
+        legend_outside(ax)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
@@ -53,7 +60,7 @@ def training_curves(history: list[dict], title: str = "Prior training", loss_lab
 
 LOSS_TERMS = {"loss_task": "task term (CE or KL to the prior, ×λ_task)",
               "loss_reconstruction": "reconstruction term (γ = 0 batches, ×λ_rec)",
-              "loss_regularization": "weight penalty (×λ_reg)"}  # kit.metatrain.MorphTask.epoch_log's keys
+              "loss_regularization": "weight penalty (×λ_reg)"}  # kit.morphtask.MorphTask.epoch_log's keys
 
 
 def stage_starts(df: pd.DataFrame) -> list[int]:
@@ -164,7 +171,7 @@ def accuracy_vs_gamma(accuracy: dict[str, float], kinds: dict[str, str], pool_ma
     if null is not None:
         ax.axhline(100 * null, color="tab:red", ls=":", lw=1.5, label="null control (blocks removed, tail retrained)")
     ax.set(xlabel="compression ratio γ  (hidden width = (1 − γ)·H)", ylabel="test accuracy (%)", title=title)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -178,7 +185,7 @@ def cost_vs_gamma(cost: dict[str, dict[str, int]]) -> plt.Figure:
         ax.plot([float(g) for g in gammas], [cost[g][key] / 1e3 for g in gammas], marker="o", label=label)
     ax.set(xlabel="compression ratio γ", ylabel="thousands", title="Network size against γ")
     ax.set_yscale("log")
-    ax.legend()
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -215,7 +222,7 @@ def stage_accuracy(stages: list[dict], prior_accuracy: float | None = None) -> p
     if prior_accuracy is not None:
         ax.axhline(100 * prior_accuracy, color="k", ls="--", lw=1, label="prior")
     ax.set(xlabel="compression ratio γ", ylabel="test accuracy (%)", title="Accuracy after each stage")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -232,7 +239,7 @@ def alpha_curves(history: list[dict]) -> plt.Figure:
         ax.axvline(epoch - 0.5, color="grey", ls=":", lw=1)
     ax.set(xlabel="epoch (whole run)", ylabel="α", title="Branch scale α per block (starts at 0)")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        legend_outside(ax)
     else:
         ax.text(0.5, 0.5, "no α in this run (α-scaling off)", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -270,7 +277,7 @@ def block_evidence(runs: dict[str, list[dict]], null: float | None = None, prior
         for ax in (ax_err, ax_scale, ax_acc):
             for e in starts:
                 ax.axvline(e - 0.5, color="0.6", ls=":", lw=1)
-            ax.legend(fontsize=7)
+            legend_outside(ax, fontsize=7)
             ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return fig
@@ -284,6 +291,6 @@ def prefit_curves(curves: dict[str, list[list[float]]]) -> plt.Figure:
         ax.plot([c[0] for c in curve], [c[1] for c in curve], label=block)
     ax.set(xlabel="pre-fit step (full batch)", ylabel="mean of ‖W − W*‖² / ‖W*‖²", yscale="log",
            title="Pre-fit of each block's INRs to the prior's tensors (with coordinate noise)")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     fig.tight_layout()
     return fig

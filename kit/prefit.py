@@ -1,4 +1,4 @@
-"""The pre-fit of the kit's recipe (issue 15, notebook 07): a block's INRs fitted to the smoothed prior's tensors at
+"""The pre-fit of the kit's recipes (notebook 07 says why): a block's INRs fitted to the smoothed prior's tensors at
 γ = 0 when the block becomes metamorphic, before any task training.
 
 Why: HTTY (paper 000 sec. 3.2–3.3) starts a new block at α = 0 with an INR that has never seen the prior, and
@@ -17,23 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from kit import metamorph
-from kit.results import relative_error
-
-
-def block_slots(block: int) -> list[int]:
-    """The INR slots of block number `block` (0-based): conv1 W, conv1 b, conv2 W, conv2 b."""
-    return [4 * block + j for j in range(4)]
-
-
-def relative_squared_error(w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """‖W − W*‖² / ‖W*‖² in float32 (a zero target counts as a tiny one rather than dividing by zero)."""
-    t = target.to(w.device, torch.float32)
-    return (w.float() - t).square().sum() / t.square().sum().clamp_min(1e-12)
+from kit.diagnostics import relative_error, relative_squared_error
 
 
 def prefit(net: metamorph.MetamorphicNet, slots: Sequence[int], steps: int, lr: float, noise: float, seed: int,
            progress: bool = False) -> dict:
-    """Fit the INRs of `slots` to the smoothed prior's tensors at γ = 0 (issue 15's pre-fit): full-batch Adam on the
+    """Fit the INRs of `slots` to the smoothed prior's tensors at γ = 0: full-batch Adam on the
     relative squared error, with `noise` index steps of coordinate noise, lr cosine-decayed to lr/10. The other MLPs
     get zero gradients, so Adam (no weight decay) leaves them exactly as they are. Returns the record: relative error
     per tensor without noise at the end, the loss curve (every 50 steps) and the seconds taken."""

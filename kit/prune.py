@@ -6,6 +6,8 @@ L2, Taylor (|w·∂L/∂w|) and Hessian (OBD, w²·E[g²]). Only the hidden chan
 (conv1's outputs, bn1, conv2's inputs: one DepGraph group per block), each block to exactly h(γ) = the width the
 metamorphic network builds at γ (`kit.metamorph.width`); nothing else changes. Like NeuMeta's `prune/cifar.py`,
 scores use the group's first layer (`group_reduction='first'`, i.e. conv1's filters) and there is no fine-tuning.
+Scores do not depend on γ: notebook 04 keeps them per seed under a fingerprint of what they depend on (`saved_scores`),
+so a rerun with other γ and the γ explorer reuse them instead of recomputing (the Hessian's 1,280 backward passes).
 
 torch-pruning 1.6.1's `GroupHessianImportance.accumulate_grad` keeps only the last sample's squared gradient (it
 tests the parameter's name but stores under the parameter; ../shared/notes/ecosystem.md sec. 1):
@@ -14,6 +16,7 @@ tests the parameter's name but stores under the parameter; ../shared/notes/ecosy
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -21,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from kit import metamorph
+from kit import io, metamorph, permute
 from kit.errors import KitError
 
 CRITERIA = ("random", "l1", "l2", "taylor", "hessian")
@@ -121,3 +124,27 @@ def prune_blocks(model: nn.Module, blocks: list[str], gamma: float, criterion: s
     if gamma < 0:
         raise KitError(f"γ = {gamma} widens the blocks; pruning only removes channels, so use γ ≥ 0.")
     return prune_to(model, block_scores(model, blocks, criterion, images, labels, seed), gamma, images)
+
+
+def score_fingerprint(prior: nn.Module, blocks: list[str], calibration_images: int, seed: int) -> dict:
+    """What channel scores depend on: the prior's weights, the blocks, the calibration draw."""
+    return {"prior": permute.state_digest(prior), "blocks": list(blocks), "calibration_images": calibration_images,
+            "seed": seed}
+
+
+def scores_path(out_dir: str | Path, seed: int) -> Path:
+    """Where one seed's channel scores are kept (each seed draws its own calibration images)."""
+    return Path(out_dir) / f"scores-s{seed}.pt"
+
+
+def saved_scores(out_dir: str | Path, fingerprint: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """{criterion: {block: scores (hidden,)}} saved in `out_dir` under this fingerprint ({} if none or another)."""
+    path = scores_path(out_dir, fingerprint["seed"])
+    saved = io.load_torch(path, "pruning scores") if path.is_file() else {}
+    return {c: {b: t.cpu() for b, t in v.items()} for c, v in saved.get("scores", {}).items()} \
+        if saved.get("fingerprint") == fingerprint else {}
+
+
+def save_scores(out_dir: str | Path, fingerprint: dict, scores: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Keep {criterion: {block: scores}} in `out_dir` under `fingerprint` (atomically: `io.save_torch`)."""
+    io.save_torch({"fingerprint": fingerprint, "scores": scores}, scores_path(out_dir, fingerprint["seed"]))

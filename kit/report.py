@@ -19,33 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit import config as C
-from kit import io, records, results, study
+from kit import diagnostics, io, names, records, results
 from kit.spread import NO_SPREAD, spread_over
 from kit.metamorph import gamma_key
 from kit.runtime import PROJECT_ROOT
 
 PUBLISHED = PROJECT_ROOT / "data" / "published" / "htty_cifar100.csv"
 TABLE_GAMMAS = C.TABLE_GAMMAS  # the seen columns of paper 000 Tables 1–2
-ROW_NAMES = {"individual": "Individual", "slimmable": "Universally slimmable network (US-Nets)", "neumeta": "NeuMeta", "htty": "HTTY (paper 000)",
-             "htty − incremental": "HTTY without incremental training", "htty − alpha": "HTTY without α-scaling",
-             "htty − accumulation": "HTTY without gradient accumulation",
-             "htty − init": "HTTY without INR initialisation", "htty − disentangle": "HTTY without disentanglement",
-             "null": "Null control (blocks removed, tail retrained)", "prefit": "Pre-fit recipe (kit)",
-             "prefit − prefit": "Pre-fit recipe without the pre-fit",
-             "prefit − sizes": "Pre-fit recipe with the paper's size features",
-             "prefit − width-updates": "Pre-fit recipe, every width updating every weight",
-             "prefit − distill": "Pre-fit recipe with cross-entropy instead of distillation",
-             "prefit − alpha-init": "Pre-fit recipe with α starting at 0",
-             "prefit − relative": "Pre-fit recipe with the weighted reconstruction",
-             "prefit − frozen-tail": "Pre-fit recipe with the tail trained",
-             "blockwise": "Block-wise recipe (kit)", "blockwise − prefit": "Block-wise recipe without the pre-fit",
-             "blockwise − blockwise": "Block-wise recipe without the width distillation",
-             "blockwise − end-to-end": "Block-wise recipe without the end-to-end phase",
-             "blockwise − per-block": "Block-wise recipe, one γ for every block",
-             "blockwise − sandwich": "Block-wise recipe without the sandwich rule",
-             "blockwise − warmup": "Block-wise recipe, distillation without warm-up"}
 ALWAYS = ("individual", "neumeta", "htty", "null")  # rows shown (empty, with a note) even when not run
-CRITERIA = {"random": "random", "l1": "L1", "l2": "L2", "taylor": "Taylor", "hessian": "Hessian"}  # pruning rows
 
 
 @dataclass
@@ -93,11 +74,6 @@ class Table:
     notes: list[str]
 
 
-def display_name(key: str) -> str:
-    """'HTTY without α-scaling' for 'htty − alpha'; other labels with the method capitalised."""
-    return ROW_NAMES.get(key) or key.replace("htty", "HTTY").replace("neumeta", "NeuMeta")
-
-
 def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = "") -> Table:
     """Paper 000's Table 1/2 layout for one setting: mean ± std over seeds, in %, cost in minutes. `hint` says
     what would fill rows the run lacks."""
@@ -112,7 +88,7 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
     rows, notes = [], []
     individual = _individual(run, setting)
     if individual is not None:
-        rows.append({"name": ROW_NAMES["individual"], "key": "individual", "seeds": individual["seeds"],
+        rows.append({"name": names.ROW_NAMES["individual"], "key": "individual", "seeds": individual["seeds"],
                      "values": [individual["acc"].get(g) for g in gammas] + [individual["cost"]],
                      "counts": [individual["counts"].get(g, 0) for g in gammas] + [individual["seeds"]]})
         notes.append(f"Individual: γ = {', '.join(individual['trained'])} trained; γ = 0 is the prior itself, trained "
@@ -125,24 +101,24 @@ def paper_table(run: RunRecords, setting: str | None, title: str, hint: str = ""
         notes.append("Universally slimmable network: one network trained on HTTY's budget (the same optimiser steps "
                      "and images), BN recalibrated per width; γ = 0 is its widest width, not the prior; its cost is "
                      "that one training.")
-    order = list(ROW_NAMES) + sorted(set(summary) - set(ROW_NAMES))
+    order = list(names.ROW_NAMES) + sorted(set(summary) - set(names.ROW_NAMES))
     for key in order:
         if key in ("individual", "slimmable"):
             continue
         row = summary.get(key)
         if row is None:
             if key in ALWAYS:
-                rows.append({"name": display_name(key), "key": key, "seeds": 0, "values": [None] * len(columns)})
+                rows.append({"name": names.display_name(key), "key": key, "seeds": 0, "values": [None] * len(columns)})
             continue
         acc = {g: tuple(100 * v for v in results.at(row, g)) for g in gammas if results.at(row, g) is not None}
         cost = tuple(s / 60 for s in row["train_seconds"])
-        rows.append({"name": display_name(key), "key": key, "seeds": row["seeds"],
+        rows.append({"name": names.display_name(key), "key": key, "seeds": row["seeds"],
                      "values": [acc.get(g) for g in gammas] + [cost]})
     if individual is None:
         rows.insert(0, {"name": "Individual", "key": "individual", "seeds": 0, "values": [None] * len(columns)})
     rows += _pruning(run, setting, gammas)
-    missing = [display_name(k) for k in ALWAYS if k not in summary and (k != "individual" or individual is None)]
-    ablations = {m: [k for k in ROW_NAMES if k.startswith(m + " − ") and k not in summary]
+    missing = [names.display_name(k) for k in ALWAYS if k not in summary and (k != "individual" or individual is None)]
+    ablations = {m: [k for k in names.ROW_NAMES if k.startswith(m + " − ") and k not in summary]
                  for m in ("htty", "prefit", "blockwise")}
     words = {"htty": "HTTY", "prefit": "pre-fit recipe", "blockwise": "block-wise recipe"}
     absent = [f"{len(rows)} {words[m]} ablation row(s)" for m, rows in ablations.items() if rows]
@@ -187,7 +163,7 @@ def _slimmable(run: RunRecords, setting: str, gammas: list[str]) -> dict | None:
     first = next(iter(rows.values()))
     cost = results.mean_std([r["train_seconds"] / 60 for r in first["by_seed"].values()])
     seeds = max(r["seeds"] for r in rows.values())
-    return {"name": ROW_NAMES["slimmable"], "key": "slimmable", "seeds": seeds,
+    return {"name": names.ROW_NAMES["slimmable"], "key": "slimmable", "seeds": seeds,
             "values": [None if c is None else (100 * c["accuracy"][0], 100 * c["accuracy"][1]) for c in cells] + [cost],
             "counts": [0 if c is None else c["seeds"] for c in cells] + [first["seeds"]]}
 
@@ -208,7 +184,7 @@ def _pruning(run: RunRecords, setting: str, gammas: list[str]) -> list[dict]:
         cells = [by_gamma.get(g) for g in gammas]
         seeds = sorted(set.intersection(*(set(r["by_seed"]) for r in rs)))
         cost = results.mean_std([sum(r["by_seed"][s].get("train_seconds", 0.0) for r in rs) / 60 for s in seeds])
-        name = f"Pruning, {CRITERIA.get(rs[0]['criterion'], rs[0]['criterion'])}" + \
+        name = f"Pruning, {names.CRITERION_NAMES.get(rs[0]['criterion'], rs[0]['criterion'])}" + \
                (", fine-tuned" if rs[0]["finetuned"] else " (no fine-tuning)")
         out.append({"name": name, "key": method, "seeds": max(r["seeds"] for r in rs),
                     "values": [None if c is None else (100 * c["accuracy"][0], 100 * c["accuracy"][1]) for c in cells]
@@ -378,23 +354,23 @@ def describe_table(table: Table, blocks: dict[str, dict] | None = None) -> str:
                          f"{v[1]:.2f}% ({v[0] - v[1]:+.2f} points; {v[3]})".replace("NeuMeta'", "NeuMeta's"))
     text = "; ".join(parts) + "." if parts else "HTTY did not run in this setting."
     text = text[0].upper() + text[1:]
-    if parts and study.block_state(blocks.get("htty", {})) == study.OFF:
-        text += (f" Caveat: HTTY's generated blocks are switched off in this run ({study.block_numbers(blocks['htty'])}),"
+    if parts and diagnostics.block_state(blocks.get("htty", {})) == diagnostics.OFF:
+        text += (f" Caveat: HTTY's generated blocks are switched off in this run ({diagnostics.block_numbers(blocks['htty'])}),"
                  " so these gaps come from the rest of the network, which every γ shares, not from generated weights.")
     for key in ("htty", "prefit", "blockwise", "neumeta"):
         if (v := versus(key, "null")) is not None:
-            text += (f" {display_name(key)} averages {v[0] - v[1]:+.2f} points against the null control (the prior with "
+            text += (f" {names.display_name(key)} averages {v[0] - v[1]:+.2f} points against the null control (the prior with "
                      f"these blocks removed, tail retrained){': its generated blocks add nothing' if v[0] - v[1] <= 1 else ''}"
                      f"; {v[3]}.")
     for key in ("blockwise", "prefit", "htty"):
         if (v := versus(key, "slimmable")) is not None:
-            text += (f" Against the universally slimmable network trained on HTTY's budget, {display_name(key)} averages "
+            text += (f" Against the universally slimmable network trained on HTTY's budget, {names.display_name(key)} averages "
                      f"{v[0] - v[1]:+.2f} points over {v[2]} γ column(s); {v[3]}.")
     cost = {k: value(table, k, len(table.columns) - 1) for k in ("htty", "neumeta", "individual", "slimmable")}
     if cost["htty"] is not None and cost["neumeta"] is not None:
         text += f" Training took {cost['htty']:.1f} min for HTTY and {cost['neumeta']:.1f} min for NeuMeta" + (
             f", {cost['slimmable']:.1f} min for the slimmable network." if cost["slimmable"] is not None else ".")
-    measured = [study.block_sentence(display_name(k), blocks[k]) for k in blocks if value_row(table, k)]
+    measured = [diagnostics.block_sentence(names.display_name(k), blocks[k]) for k in blocks if value_row(table, k)]
     if measured:
         text += " What the block reports measured (γ = 0, against the prior's kernels): " + " ".join(measured)
     return text + ("" if not table.notes else " " + " ".join(table.notes))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
 
 from kit import io, records
 from kit.errors import KitError
@@ -46,6 +45,14 @@ def runs_of(run_dir: str | Path | None) -> dict[str, dict]:
     return morph_runs(run_dir) if run_dir is not None and (Path(run_dir) / MORPH_FOLDER).is_dir() else {}
 
 
+def sibling_curves(run_out: str | Path, setting: str) -> dict[str, dict[str, float]]:
+    """{label: accuracy per γ} of the other notebook-03 runs beside the run folder `run_out` (its siblings in the same
+    03_incremental_metamorphosis/) on `setting`, the null control left out (it is a level, not a curve)."""
+    run_out = Path(run_out)
+    return {label(r): r["accuracy"] for name, r in morph_runs(run_out.parent).items()
+            if name != run_out.name and r.get("setting") == setting and not is_null(r)}
+
+
 def prior_accuracy(folder: str | Path, runs: dict[str, dict]) -> float | None:
     """The prior's test accuracy: as notebook-03 runs record it, else from notebook 01's metrics.json in the run
     folder `folder`; None when neither has it."""
@@ -56,12 +63,6 @@ def prior_accuracy(folder: str | Path, runs: dict[str, dict]) -> float | None:
         value = record.get("test_accuracy") if isinstance(record, dict) else None
         recorded = value if records.number(value) and 0 <= value <= 1 else None
     return recorded
-
-
-def relative_error(w: torch.Tensor, target: torch.Tensor) -> float:
-    """‖W − W*‖ / ‖W*‖ in float32: how far a generated tensor is from the prior's."""
-    w, target = w.float(), target.float()
-    return float((w - target).norm() / target.norm())
 
 
 def null_accuracy(runs: dict[str, dict], setting: str) -> float | None:
@@ -256,29 +257,8 @@ def table(summary: dict[str, dict], prior_accuracy: float | None) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
-def block_report(net) -> dict[str, dict[str, float]]:
-    """Per generated block of a `MetamorphicNet`, at γ = 0 without noise: α (1 without α-scaling), the relative
-    error ‖W − W*‖ / ‖W*‖ of each generated tensor against the prior's, and the branch scale ‖α·W2‖ / ‖W2*‖ of
-    its second kernel. A branch scale near 0 means the block is all but the identity: accuracy then comes from
-    the rest of the network, whatever γ builds (a flat accuracy curve)."""
-    weights, targets = net.generate(0.0), net.prior_tensors()
-    alphas = net.alphas()
-    out = {}
-    for block in net.active_blocks:
-        alpha = alphas.get(block, 1.0)
-        row = {"alpha": alpha}
-        for part in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
-            w, t = weights[f"{block}.{part}"].float(), targets[f"{block}.{part}"].float()
-            row[f"error {part}"] = relative_error(w, t)
-            if part == "conv2.weight":
-                row["branch scale"] = float(abs(alpha) * w.norm() / t.norm())
-        out[block] = row
-    return out
-
-
 def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = "prefit") -> dict | None:
-    """The figures issue 15 judges a recipe by, measured on one run folder (mean over `method`'s seeds on its main
+    """The figures the quick targets judge a recipe by (`kit.bench.prefit.TARGETS`), measured on one run folder (mean over `method`'s seeds on its main
     setting); no thresholds here (they are the caller's). Gaps are in points (percentage points):
       prior_gap_at_0        prior − recipe at γ = 0
       worst_seen_gap        largest prior − recipe over the seen γ in [0, 0.5]

@@ -168,15 +168,14 @@ class GammaExplorer:
             explorer = Explorer(checkpoint, C.build(C.ExplorerConfig, profile, overrides), run_dir)
         self.explorer = ex = explorer
         lo, hi = ex.gamma_range()
-        own = next(iter(ex.methods.values()))
-        snap = lambda g: lo + round((g - lo) / ex.step) * ex.step  # a point of the slider's grid
-        slider = lambda label, g, top: W.FloatSlider(value=snap(g), min=lo, max=top, step=ex.step, description=label,
-                                                     readout_format=".4f", continuous_update=False,
+        start = ex.default_settings()
+        slider = lambda label, g, top: W.FloatSlider(value=ex.on_grid(g), min=lo, max=top, step=ex.step,
+                                                     description=label, readout_format=".4f", continuous_update=False,
                                                      style={"description_width": "120px"},
                                                      layout=W.Layout(width="560px"))
-        self.method = W.Dropdown(options=[(m.label, m.key) for m in ex.methods.values()], value=own.key,
+        self.method = W.Dropdown(options=[(m.label, m.key) for m in ex.methods.values()], value=start.method,
                                  description="method")
-        self.gamma = slider("γ", max(ex.pool) / 2, hi)
+        self.gamma = slider("γ", start.gamma, hi)
         self.gamma.add_class("kit-gamma")  # CSS hooks for the browser test
         pool = f"{min(ex.pool):g} … {max(ex.pool):g}"
         self.gamma_help = W.HTML(f"<small>training pool γ ∈ [{pool}] (seen widths); γ &lt; 0 wider than the prior, "
@@ -185,9 +184,8 @@ class GammaExplorer:
                                     layout=W.Layout(width="auto"))
         self.block_gammas = {b: slider(f"γ {b}", self.gamma.value, ex.gamma_range(b)[1]) for b in ex.blocks}
         self.blocks_box = W.VBox(list(self.block_gammas.values()), layout=W.Layout(display="none"))
-        self.k = W.IntSlider(value=min(own.k, ex.cfg.k_max), min=1, max=ex.cfg.k_max, description="K samples",
-                             continuous_update=False)
-        self.layer = W.Dropdown(options=ex.layers, value=ex.layers[0], description="kernel")
+        self.k = W.IntSlider(value=start.k, min=1, max=ex.cfg.k_max, description="K samples", continuous_update=False)
+        self.layer = W.Dropdown(options=ex.layers, value=start.layer, description="kernel")
         self.readout = W.HTML()
         self.curve = W.Image(format="png")
         self.kernel = W.Image(format="png")

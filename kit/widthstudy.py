@@ -19,8 +19,9 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from kit import blockwise, metamorph, metatrain, plots, train
+from kit import blockwise, metamorph, plots, train
 from kit import config as C
+from kit import data as D
 
 
 def table(widths: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
@@ -103,7 +104,7 @@ def fine_tuning_trials(checkpoint, settings: dict[str, dict], steps: int, seed: 
     `BlockwiseConfig` (e.g. {'lr': 3e-4, 'warmup_steps': 0})."""
     net, record = metamorph.load(checkpoint)
     cfg = C.from_dict(C.MorphConfig, record["config"])
-    data = metatrain.load_data_for(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images, seed)
+    data = D.for_prior(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images, seed)
     small = dataclasses.replace(cfg.blockwise, images=min(cfg.blockwise.images, batches * cfg.blockwise.batch_size))
     train_cache, probe_cache = blockwise.caches_for(net, data, small, seed)
     pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
@@ -169,7 +170,7 @@ def limits(checkpoint, gammas, steps: int, seed: int, test_images: int = 0) -> l
     near the prior while the INR is far: the signal and the width suffice, the INR's generation is the limit."""
     net, record = metamorph.load(checkpoint)
     cfg = C.from_dict(C.MorphConfig, record["config"])
-    data = metatrain.load_data_for(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images,
+    data = D.for_prior(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images,
                                    seed, test_images)
     cache, probe = blockwise.caches_for(net, data, cfg.blockwise, seed)
     rows = []

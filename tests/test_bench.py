@@ -80,7 +80,7 @@ def test_bench_prefit_fits_each_block_times_a_step_and_judges_the_run(smoke_run,
     assert list(r["prefit"]) == r["blocks"] and all(f["seconds"] > 0 for f in r["prefit"].values())
     assert all(0 <= e for f in r["prefit"].values() for e in f["error"].values())
     assert r["configurations"] == {"recipe step": 2, "htty step": 4} and r["step_over_htty"] > 0
-    # the figures come from the run folder's records; the verdicts are issue 15's targets applied to them
+    # the figures come from the run folder's records; the verdicts are the quick targets applied to them
     f = r["figures"]
     assert f["method"] == "prefit" and f["null_accuracy"] is not None and f["min_over_pruning"] is not None
     assert r["holds"] == bench_prefit.holds(f)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kit import blockwise, metamorph, metatrain
+from kit import blockwise, metamorph, metatrain, morphtask, permute
 from kit import config as C
 from kit import data as D
 from kit.errors import KitError
@@ -20,8 +20,8 @@ def _net(smoothed_smoke, **switches):
 
 def _data(smoothed_smoke):
     path, _ = smoothed_smoke
-    _, record = metatrain.load_smoothed(path)
-    return metatrain.load_data_for(record["config"], "cpu", 32, 256, 64, 0)
+    _, record = permute.load_smoothed(path)
+    return D.for_prior(record["config"], "cpu", 32, 256, 64, 0)
 
 
 def test_cached_block_inputs_and_outputs_are_the_priors_activations(smoothed_smoke):
@@ -92,12 +92,12 @@ def test_per_block_draws_generate_the_widths_they_name(smoothed_smoke):
 
 def test_the_task_phase_draws_per_block_and_sandwich_widths(smoothed_smoke):
     net, cfg = _net(smoothed_smoke)
-    task = metatrain.MorphTask(net, cfg)
+    task = morphtask.MorphTask(net, cfg)
     assert task.gamma(0) == 0.0 and task.gamma(1) == max(task.pool)  # the widest, then the narrowest
     draws = [task.gamma(2) for _ in range(20)]
     assert all(isinstance(d, dict) and set(d) == set(BLOCKS) for d in draws)
     assert any(len(set(d.values())) > 1 for d in draws)
-    plain = metatrain.MorphTask(net, C.build(C.MorphConfig, "smoke", {"method": "blockwise", "ablation": "per-block"}))
+    plain = morphtask.MorphTask(net, C.build(C.MorphConfig, "smoke", {"method": "blockwise", "ablation": "per-block"}))
     assert all(isinstance(plain.gamma(2), float) for _ in range(5))
 
 

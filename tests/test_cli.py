@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from kit import arguments, cli, io, metamorph, metatrain, models, results
+from kit import arguments, cli, io, metamorph, models, morphtask, results
+from kit import data as D
 from kit import config as C
 from kit.errors import KitError
 
@@ -39,8 +40,8 @@ def checkpoint(tmp_path):
 def no_data(monkeypatch):
     """`evaluate` without a dataset: each γ scores 0.5 (what is tested here is the command around the evaluation)."""
     calls = []
-    monkeypatch.setattr(metatrain, "load_data_for", lambda *a, **k: SimpleNamespace(device="cpu"))
-    monkeypatch.setattr(metatrain, "evaluate_gammas",
+    monkeypatch.setattr(D, "for_prior", lambda *a, **k: SimpleNamespace(device="cpu"))
+    monkeypatch.setattr(morphtask, "evaluate_gammas",
                         lambda net, data, gammas, *a, **k: calls.append(list(gammas)) or
                         {metamorph.gamma_key(g): 0.5 for g in gammas})
     return calls

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kit import data as D
+from kit import datasets
 from kit.config import DataConfig
 from kit.errors import KitError
 from kit.runtime import project_path
@@ -24,7 +25,7 @@ def test_fashion_mnist_shapes_and_sizes(fashion):
     assert {k: len(s) for k, s in fashion.splits.items()} == {"train": 55000, "val": 5000, "test": 10000}
     assert fashion.splits["train"].images.dtype == torch.uint8
     # the published first labels of the training file (the split keeps file order)
-    raw = D.read_fashion_mnist(project_path("data"))[0]
+    raw = datasets.read_fashion_mnist(project_path("data"))[0]
     assert raw.labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
 
 
@@ -33,7 +34,7 @@ def test_splits_are_class_balanced_and_disjoint(fashion):
     assert torch.bincount(fashion.splits["train"].labels).tolist() == [5500] * 10
     assert torch.bincount(fashion.splits["test"].labels).tolist() == [1000] * 10
     # val and train together are exactly the original training images
-    full = D.read_fashion_mnist(project_path("data"))[0]
+    full = datasets.read_fashion_mnist(project_path("data"))[0]
     together = torch.cat([fashion.splits["train"].images, fashion.splits["val"].images]).flatten(1)
     key = lambda t: t.double() @ torch.randn(784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert torch.equal(key(together).sort().values, key(full.images.flatten(1)).sort().values)
@@ -88,7 +89,7 @@ def test_flip_mirrors_about_half():
 
 
 def test_missing_fashion_mnist_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "FASHION_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(datasets, "FASHION_SYSTEM_DIR", tmp_path / "nowhere")
     with pytest.raises(KitError, match="Fashion-MNIST was not found.*make data"):
         D.load(DataConfig(root=str(tmp_path)), "cpu")
 
@@ -98,14 +99,14 @@ def test_truncated_idx_file(tmp_path):
     header = (0x0803).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (5, 28, 28))
     path.write_bytes(gzip.compress(header + bytes(100)))
     with pytest.raises(KitError, match="truncated"):
-        D.read_idx(path)
+        datasets.read_idx(path)
 
 
 def test_corrupt_gzip_is_one_clear_error(tmp_path):
     path = tmp_path / "broken-idx1-ubyte.gz"
     path.write_bytes(b"this is not gzip data")
     with pytest.raises(KitError, match="not a readable gzip file"):
-        D.read_idx(path)
+        datasets.read_idx(path)
 
 
 def test_unknown_dataset():
@@ -117,7 +118,7 @@ def test_unknown_dataset():
 
 def _cifar_archive(root, name: str, per_batch: int = 30, extract: bool = False):
     """A small archive in the exact layout and pickle format of the official python-version CIFAR files."""
-    spec = D.CIFAR[name]
+    spec = datasets.CIFAR[name]
     n_classes = 10 if name == "cifar10" else 100
     rng = np.random.default_rng(0)
     members = {}
@@ -148,8 +149,8 @@ def _cifar_archive(root, name: str, per_batch: int = 30, extract: bool = False):
 @pytest.mark.parametrize("extract", [False, True])
 def test_cifar_reader_on_standard_archive(tmp_path, name, extract):
     members = _cifar_archive(tmp_path, name, extract=extract)
-    train, test, classes = D.read_cifar(name, tmp_path, download=False)
-    spec = D.CIFAR[name]
+    train, test, classes = datasets.read_cifar(name, tmp_path, download=False)
+    spec = datasets.CIFAR[name]
     assert train.images.shape == (30 * len(spec["train"]), 3, 32, 32) and test.images.shape == (30, 3, 32, 32)
     assert len(classes) == (10 if name == "cifar10" else 100) and classes[3] == "class3"
     first = members[spec["train"][0]]
@@ -168,13 +169,13 @@ def test_cifar_load_through_config(tmp_path):
 
 def test_cifar_missing_names_the_file(tmp_path):
     with pytest.raises(KitError, match="put cifar-100-python.tar.gz .* in"):
-        D.read_cifar("cifar100", tmp_path, download=False)
+        datasets.read_cifar("cifar100", tmp_path, download=False)
 
 
 def test_cifar_corrupt_archive(tmp_path):
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not a tar file")
     with pytest.raises(KitError, match="not a readable .tar.gz"):
-        D.read_cifar("cifar10", tmp_path, download=False)
+        datasets.read_cifar("cifar10", tmp_path, download=False)
 
 
 def test_cifar_foreign_archive(tmp_path):
@@ -182,4 +183,4 @@ def test_cifar_foreign_archive(tmp_path):
         info = tarfile.TarInfo("something/else")
         tar.addfile(info, _io.BytesIO(b""))
     with pytest.raises(KitError, match="not the standard python-version archive"):
-        D.read_cifar("cifar10", tmp_path, download=False)
+        datasets.read_cifar("cifar10", tmp_path, download=False)

@@ -2,7 +2,7 @@
 
 Oracles: the explorer's network at γ, evaluated on the whole test split, reproduces the accuracy notebook 03
 (metamorphic) or notebook 04 (pruning) recorded; on the subset, its cached-prefix evaluation equals
-`train.evaluate`/`metatrain.evaluate_gammas`; its cost equals `MetamorphicNet.cost`; an exported file loads and
+`train.evaluate`/`morphtask.evaluate_gammas`; its cost equals `MetamorphicNet.cost`; an exported file loads and
 computes the same logits.
 """
 import dataclasses
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from kit import baselines, config as C, explorer as E, io, metamorph, metatrain, plots, prune, train, widgets
+from kit import config as C, data as D, explorer as E, io, metamorph, morphtask, plots, prune, train, widgets
 from kit.errors import KitError
 
 pytestmark = pytest.mark.notebook  # they read the smoke pipeline's run folder
@@ -57,8 +57,10 @@ def test_it_offers_what_the_run_folder_holds_on_the_same_blocks(ex, smoke_run):
 @pytest.mark.parametrize("method", ["htty", "neumeta"])
 def test_metamorphic_networks_reproduce_notebook_03s_recorded_accuracy(ex, smoke_run, method):
     """The explorer's network at γ on the whole test split is the network notebook 03 evaluated."""
-    data = metatrain.load_data_for(ex.record["prior_config"])
+    data = D.for_prior(ex.record["prior_config"])
     m = ex.methods[method]
+    evaluated = C.build(C.MorphConfig, "smoke").gammas_eval  # every γ notebook 03 evaluated, none skipped
+    assert sorted(map(float, m.recorded)) == sorted(evaluated) and len(evaluated) >= 5
     for g, recorded in m.recorded.items():
         assert train.evaluate(ex.network(method, float(g), m.k), data)["accuracy"] == recorded, g
 
@@ -66,10 +68,10 @@ def test_metamorphic_networks_reproduce_notebook_03s_recorded_accuracy(ex, smoke
 @pytest.mark.parametrize("gamma", [-0.25, 0.0, 0.3125, 0.75, {"layer1.0": 0.5, "layer2.0": -0.25}])
 def test_view_equals_the_networks_own_evaluation_on_the_subset(ex, gamma):
     view = ex.view(E.Settings("htty", gamma, 2, "layer2.0.conv2.weight"))
-    if isinstance(gamma, dict):  # what metatrain.evaluate_gammas does for one γ, which it keys by a number
+    if isinstance(gamma, dict):  # what morphtask.evaluate_gammas does for one γ, which it keys by a number
         assert view.accuracy == train.evaluate(ex.net.export(gamma, 2, ex.cfg.seed), ex.data)["accuracy"]
     else:
-        assert view.accuracy == metatrain.evaluate_gammas(ex.net, ex.data, [gamma], 2, seed=ex.cfg.seed)[
+        assert view.accuracy == morphtask.evaluate_gammas(ex.net, ex.data, [gamma], 2, seed=ex.cfg.seed)[
             metamorph.gamma_key(gamma)]
     cost = ex.net.cost(gamma, ex.data.input_shape)
     assert (view.parameters, view.macs) == (cost["parameters"], cost["macs"])
@@ -87,11 +89,11 @@ def test_pruning_reproduces_notebook_04(ex, smoke_run):
     run = smoke_run[0]
     b = io.read_json(run / "04_baselines" / "metrics.json")
     prior, _ = train.load_prior(run / "01_prior_training" / "prior.pt")
-    data = metatrain.load_data_for(ex.record["prior_config"])
+    data = D.for_prior(ex.record["prior_config"])
     for row in (r for r in b["rows"] if r["family"] == "pruning" and not r["finetuned"]):
         model = ex.network(f"prune-{row['criterion']}", row["gamma"])
         assert train.evaluate(model, data)["accuracy"] == row["accuracy"], row["method"]
-    images, labels = baselines.calibration(ex.data, b["config"]["calibration_images"], b["config"]["seed"])
+    images, labels = D.calibration(ex.data, b["config"]["calibration_images"], b["config"]["seed"])
     scores = prune.block_scores(prior, ex.blocks, "taylor", images, labels, b["config"]["seed"])
     view = ex.view(E.Settings("prune-taylor", 0.375))
     assert view.accuracy == train.evaluate(prune.prune_to(prior, scores, 0.375, images), ex.data)["accuracy"]
@@ -104,7 +106,7 @@ def test_the_slimmable_network_reproduces_notebook_04(ex, smoke_run):
     """Its BN recalibrated on notebook 04's calibration draw: the network notebook 04 tested, at every recorded γ."""
     from kit import slimmable
     run = smoke_run[0]
-    data = metatrain.load_data_for(ex.record["prior_config"])
+    data = D.for_prior(ex.record["prior_config"])
     m = ex.methods["slimmable"]
     assert m.family == E.SLIMMABLE and m.path == run / "04_baselines" / "slimmable" / "slimmable.pt"
     b = io.read_json(run / "04_baselines" / "metrics.json")
@@ -114,7 +116,7 @@ def test_the_slimmable_network_reproduces_notebook_04(ex, smoke_run):
         assert train.evaluate(ex.network("slimmable", row["gamma"]), data)["accuracy"] == row["accuracy"], row["gamma"]
     view = ex.view(E.Settings("slimmable", {"layer1.0": 0.5, "layer2.0": 0.0}, 3, "layer1.0.conv1.weight"))
     net, record = slimmable.load(m.path)
-    images = baselines.calibration(ex.data, record["calibration"]["images"], record["calibration"]["seed"])[0]
+    images = D.calibration(ex.data, record["calibration"]["images"], record["calibration"]["seed"])[0]
     model = net.export({"layer1.0": 0.5, "layer2.0": 0.0}, images, record["calibration"]["batch_size"])
     assert view.accuracy == train.evaluate(model, ex.data)["accuracy"] and view.kind == "slimmable"
     assert view.widths == net.widths({"layer1.0": 0.5, "layer2.0": 0.0})
@@ -128,14 +130,14 @@ def test_pruning_scores_come_from_notebook_04s_file(ex, smoke_run):
     folder = smoke_run[0] / "04_baselines"
     b = io.read_json(folder / "metrics.json")["config"]
     prior, _ = train.load_prior(smoke_run[0] / "01_prior_training" / "prior.pt")
-    fingerprint = baselines.score_fingerprint(prior, ex.blocks, b["calibration_images"], b["seed"])
-    saved = baselines.saved_scores(folder, fingerprint)
+    fingerprint = prune.score_fingerprint(prior, ex.blocks, b["calibration_images"], b["seed"])
+    saved = prune.saved_scores(folder, fingerprint)
     assert set(saved) == set(b["criteria"])
-    images, labels = baselines.calibration(ex.data, b["calibration_images"], b["seed"])
+    images, labels = D.calibration(ex.data, b["calibration_images"], b["seed"])
     for criterion in ("l1", "hessian"):
         fresh = prune.block_scores(prior, ex.blocks, criterion, images, labels, b["seed"])
         assert all(torch.allclose(saved[criterion][blk], fresh[blk]) for blk in ex.blocks)
-    assert baselines.saved_scores(folder, {**fingerprint, "seed": b["seed"] + 1}) == {}  # another draw: recompute
+    assert prune.saved_scores(folder, {**fingerprint, "seed": b["seed"] + 1}) == {}  # another draw: recompute
 
 
 def test_pruning_takes_one_gamma_per_block():
@@ -174,6 +176,7 @@ def test_export_writes_a_loadable_network(ex, tmp_path):
 
 def test_the_panel_updates_when_its_controls_move(ex, tmp_path):
     panel = widgets.GammaExplorer(explorer=ex, export_dir=tmp_path / "exports")
+    assert panel.settings() == ex.default_settings() == panel.view.settings  # it opens on the explorer's default
     before = (panel.readout.value, panel.curve.value, panel.view.parameters)
     panel.gamma.value = ex.gamma_range()[1]  # the narrowest network
     assert panel.view.settings.gamma == ex.gamma_range()[1] and panel.view.parameters < before[2]

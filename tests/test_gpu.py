@@ -75,7 +75,7 @@ def test_the_slimmable_network_trains_on_the_gpu_under_autocast_and_exports(smok
     from kit import slimmable
     net, rec = slimmable.load(tmp_path / "slimmable" / "slimmable.pt")
     assert rec["provenance"]["device"].startswith("cuda") and rec["provenance"]["gpu"]
-    calib = baselines.calibration(data, rec["calibration"]["images"], rec["calibration"]["seed"])[0]
+    calib = D.calibration(data, rec["calibration"]["images"], rec["calibration"]["seed"])[0]
     half = next(r for r in rows if r["gamma"] == 0.5)
     model = net.cuda().export(0.5, calib, rec["calibration"]["batch_size"])  # bf16 evaluation of the BN-folded export
     assert train.evaluate(model, data, "test")["accuracy"] == pytest.approx(half["accuracy"], abs=0.01)

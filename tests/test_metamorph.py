@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from kit import config as C
+from kit import data as D
 from kit import io, metamorph, models, train
 from kit.errors import KitError
 
@@ -146,10 +147,10 @@ def test_a_prior_with_batchnorm_is_refused():
 
 def test_inr_fitted_to_reconstruction_reproduces_the_prior(smoothed_smoke):
     """γ = 0 of an INR trained on reconstruction alone must be the prior: within 0.5 points of its accuracy."""
-    from kit import metatrain
+    from kit import permute
     path, _ = smoothed_smoke
-    prior, record = metatrain.load_smoothed(path)
-    data = metatrain.load_data_for(record["config"])
+    prior, record = permute.load_smoothed(path)
+    data = D.for_prior(record["config"])
     torch.manual_seed(0)
     net = metamorph.MetamorphicNet(prior, ["layer3.0"], C.INRConfig(hidden=256, depth=3, num_freqs=16))
     targets = net.prior_tensors()

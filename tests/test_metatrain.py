@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kit import config as C
-from kit import io, metamorph, metatrain
+from kit import io, metamorph, metatrain, morphtask, permute
 from kit.errors import KitError
 from kit.profiles import PROFILES
 
@@ -37,7 +37,7 @@ def _cfg(**overrides):
 def test_only_a_smoothed_prior_is_accepted(smoothed_smoke):
     prior_pt = smoothed_smoke[0].parent / "prior.pt"  # the unsmoothed prior with BatchNorm, next to smoothed.pt
     with pytest.raises(KitError, match="is not a smoothed prior"):
-        metatrain.load_smoothed(prior_pt)
+        permute.load_smoothed(prior_pt)
 
 
 def test_bad_gammas_stop_before_training(smoothed_smoke, tmp_path):
@@ -48,9 +48,9 @@ def test_bad_gammas_stop_before_training(smoothed_smoke, tmp_path):
 
 def test_reconstruction_loss_weights_errors_by_the_prior_magnitude():
     target = {"w": torch.tensor([1.0, 0.5, 0.0])}
-    assert metatrain.reconstruction_loss({"w": target["w"].clone()}, target) == 0
-    big = metatrain.reconstruction_loss({"w": torch.tensor([1.1, 0.5, 0.0])}, target)
-    small = metatrain.reconstruction_loss({"w": torch.tensor([1.0, 0.5, 0.1])}, target)
+    assert morphtask.reconstruction_loss({"w": target["w"].clone()}, target) == 0
+    big = morphtask.reconstruction_loss({"w": torch.tensor([1.1, 0.5, 0.0])}, target)
+    small = morphtask.reconstruction_loss({"w": torch.tensor([1.0, 0.5, 0.1])}, target)
     assert big > 1000 * small > 0  # an error on the largest weight counts fully, on a zero weight barely
 
 
@@ -60,7 +60,7 @@ def test_reconstruction_acts_only_at_the_priors_width(smoothed_smoke):
     for method in ("neumeta", "htty"):
         cfg = _cfg(method=method, **{"loss.task": 0.0, "loss.regularization": 0.0})
         net = metamorph.MetamorphicNet(prior, ["layer3.0"], cfg.inr, cfg.coordinate_noise)
-        task = metatrain.MorphTask(net, cfg)
+        task = morphtask.MorphTask(net, cfg)
         task.pool = [0.5]
         assert task.loss(x, y, micro=1)[0] == 0
         task.pool = [0.0]
@@ -157,7 +157,7 @@ def test_a_new_block_is_the_identity_until_its_alpha_moves(smoothed_smoke):
         net.alpha[0] = 0.5
     net(x, 0.25)
     assert not torch.allclose(*seen["layer1.0"])
-    metatrain.begin_stage(net, 2, True, net.inr.state_dict())
+    metatrain.activate(net, 2, True, net.inr.state_dict())
     net(x, 0.25)
     inp, out = seen["layer2.0"]
     shortcut = net.skeleton.layer2[0].shortcut(inp)  # a projection block: identity branch = its shortcut
@@ -172,7 +172,7 @@ def test_the_ema_warms_up_over_a_stages_first_steps(smoothed_smoke):
         cfg = _cfg(ema=0.15, ema_warmup=warmup)
         net = metamorph.MetamorphicNet(prior, ["layer1.0"], C.INRConfig(hidden=8, depth=2), alpha_scaling=True)
         net.set_active(1)
-        task = metatrain.MorphTask(net, cfg)
+        task = morphtask.MorphTask(net, cfg)
         expected = net.alpha.detach().clone()
         for step, decay in enumerate(decays, 1):  # the oracle: average_t = d·average_(t−1) + (1 − d)·value_t
             with torch.no_grad():
@@ -195,7 +195,7 @@ def test_inr_initialisation_copies_the_predecessor_or_restores_the_blocks_own(sm
     for inr_init in (True, False):
         net.inr.load_state_dict(trained)
         net.set_active(1)
-        metatrain.begin_stage(net, 2, inr_init, initial)
+        metatrain.activate(net, 2, inr_init, initial)
         assert net.active == 2 and len(net.generate(0.0)) == 8
         for bank in (net.inr.kernel_bank, net.inr.bias_bank):
             prefix = "kernel_bank" if bank is net.inr.kernel_bank else "bias_bank"
@@ -215,7 +215,7 @@ def test_accumulating_configurations_equals_one_batch_holding_them(smoothed_smok
     net = metamorph.MetamorphicNet(prior, ["layer1.0", "layer2.0"], cfg.inr, 0.0, alpha_scaling=True, train_tail=True)
     with torch.no_grad():
         net.alpha.fill_(0.3)
-    task = metatrain.MorphTask(net, cfg)
+    task = morphtask.MorphTask(net, cfg)
     batches = [(torch.randn(n, 1, 28, 28), torch.randint(0, 10, (n,))) for n in (4, 4, 2)]
     trained = [p for n, p in net.named_parameters() if not n.startswith("skeleton.")]
     opt = torch.optim.SGD(trained, lr=0.0)  # a step that moves nothing: the gradients stay to be read
@@ -335,7 +335,7 @@ def test_weight_decay_reaches_the_inr_matrices_and_tail_kernels_only():
     net = metamorph.MetamorphicNet(models.fold_bn(models.resnet(8, 4)), ["layer1.0"], C.INRConfig(hidden=8, depth=3),
                                    alpha_scaling=True, train_tail=True)
     cfg = _cfg()
-    groups = metatrain.MorphTask(net, cfg).parameter_groups(0.1)
+    groups = morphtask.MorphTask(net, cfg).parameter_groups(0.1)
     names = {id(p): n for n, p in net.named_parameters()}
     named = [[names[id(p)] for p in g["params"]] for g in groups]
     inr, inr_rest, alpha, tail, tail_rest = named
@@ -392,7 +392,7 @@ def test_comparison_figures_and_table_from_seeded_runs(tmp_path, capsys):
 
 
 def test_block_report_reads_alpha_errors_and_branch_scale(smoothed_smoke):
-    from kit import results
+    from kit import diagnostics
     _, prior = smoothed_smoke
     net = metamorph.MetamorphicNet(prior, ["layer1.0", "layer2.0"], C.INRConfig(hidden=8, depth=2), alpha_scaling=True)
     net.set_active(1)
@@ -401,11 +401,11 @@ def test_block_report_reads_alpha_errors_and_branch_scale(smoothed_smoke):
         net.alpha[0] = -0.5
         net.inr.kernel_bank.w_out.zero_()  # every generated kernel is then its bias b_out …
         net.inr.kernel_bank.b_out.zero_()  # … which is 0: the error is exactly 1 and the branch scale 0
-    row = results.block_report(net)["layer1.0"]
+    row = diagnostics.block_report(net)["layer1.0"]
     assert row["alpha"] == -0.5 and row["error conv2.weight"] == 1.0 and row["branch scale"] == 0.0
     with torch.no_grad():
         net.inr.kernel_bank.b_out.fill_(1.0)  # every kernel element 1 / fan-in
     w = torch.full_like(target, 1.0 / target.shape[1])
-    row = results.block_report(net)["layer1.0"]
+    row = diagnostics.block_report(net)["layer1.0"]
     assert abs(row["branch scale"] - 0.5 * w.norm() / target.norm()) < 1e-6
     assert abs(row["error conv2.weight"] - (w - target).norm() / target.norm()) < 1e-6

@@ -28,6 +28,39 @@ def test_license_is_an_spdx_expression():
     assert "setuptools>=77" in pyproject["build-system"]["requires"]
 
 
+def test_the_package_docstring_maps_every_module():
+    doc = (PROJECT_ROOT / "kit" / "__init__.py").read_text()
+    modules = [p.stem for p in (PROJECT_ROOT / "kit").glob("*.py") if p.stem not in ("__init__", "__main__")]
+    assert len(modules) > 30
+    unlisted = [m for m in modules if not re.search(rf"\b{m}\b", doc)]
+    assert not unlisted, f"kit/__init__.py does not describe {unlisted}"
+
+
+def _kit_imports(module: str) -> set[str]:
+    """The kit modules `module` imports, at any depth (function-local imports included), read from the source."""
+    import ast
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        path = PROJECT_ROOT / (name.replace(".", "/") + ".py")
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kit"):
+                todo += [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("kit")]
+    return seen - {module}
+
+
+def test_training_never_imports_the_results_reader():
+    for trainer in ("kit.metatrain", "kit.morphtask", "kit.blockwise", "kit.prefit", "kit.slimmable", "kit.train"):
+        reached = _kit_imports(trainer)
+        assert "kit.diagnostics" in reached or trainer in ("kit.slimmable", "kit.train"), trainer
+        assert not reached & {"kit.results", "kit.report", "kit.figures", "kit.study", "kit.explorer"}, trainer
+
+
 def _run(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from kit import models, permute, train
+from kit import models, paths, permute, train
 from kit.errors import KitError
 
 
@@ -92,12 +92,12 @@ def test_path_is_near_optimal_on_small_groups(n, method):
     """Brute force as the oracle: a local search promises no optimum, but on a few channels it comes close."""
     for case in range(10):
         rng = np.random.default_rng(100 * n + case)
-        dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(n, 12))))
-        best = min(permute.path_length(dist, p) for p in itertools.permutations(range(n)))
-        order, _ = permute.shortest_path(dist, method)
+        dist = paths.l1_distances(torch.from_numpy(rng.normal(size=(n, 12))))
+        best = min(paths.path_length(dist, p) for p in itertools.permutations(range(n)))
+        order, _ = paths.shortest_path(dist, method)
         assert sorted(order.tolist()) == list(range(n))
-        assert permute.path_length(dist, order) <= (1.02 if method == "tsp" else 1.25) * best
-        assert permute.path_length(dist, order) <= permute.path_length(dist, permute.greedy_path(dist)) + 1e-9
+        assert paths.path_length(dist, order) <= (1.02 if method == "tsp" else 1.25) * best
+        assert paths.path_length(dist, order) <= paths.path_length(dist, paths.greedy_path(dist)) + 1e-9
 
 
 def _reversals(order):
@@ -121,14 +121,14 @@ def _relocations(order, longest=3):
 def test_descent_reaches_a_local_optimum_from_a_random_start(or_opt):
     """Brute force over every move the descent considers: none shortens its result any more."""
     rng = np.random.default_rng(7)
-    dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(14, 6))))
+    dist = paths.l1_distances(torch.from_numpy(rng.normal(size=(14, 6))))
     start = rng.permutation(14)
-    order = permute.descend(dist, start.copy(), or_opt=or_opt)
+    order = paths.descend(dist, start.copy(), or_opt=or_opt)
     assert sorted(order.tolist()) == list(range(14))
-    length = permute.path_length(dist, order)
-    assert length < permute.path_length(dist, start)
+    length = paths.path_length(dist, order)
+    assert length < paths.path_length(dist, start)
     moves = itertools.chain(_reversals(order), _relocations(order) if or_opt else ())
-    assert all(permute.path_length(dist, trial) >= length - 1e-9 for trial in moves)
+    assert all(paths.path_length(dist, trial) >= length - 1e-9 for trial in moves)
 
 
 def test_or_opt_finds_what_2opt_cannot():
@@ -136,11 +136,11 @@ def test_or_opt_finds_what_2opt_cannot():
     rng = np.random.default_rng(11)
     worse = 0
     for _ in range(20):
-        dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(30, 8))))
-        greedy = permute.greedy_path(dist)
-        two, both = permute.descend(dist, greedy, or_opt=False), permute.descend(dist, greedy)
-        assert permute.path_length(dist, both) <= permute.path_length(dist, greedy) + 1e-9
-        worse += permute.path_length(dist, two) > permute.path_length(dist, both) + 1e-9
+        dist = paths.l1_distances(torch.from_numpy(rng.normal(size=(30, 8))))
+        greedy = paths.greedy_path(dist)
+        two, both = paths.descend(dist, greedy, or_opt=False), paths.descend(dist, greedy)
+        assert paths.path_length(dist, both) <= paths.path_length(dist, greedy) + 1e-9
+        worse += paths.path_length(dist, two) > paths.path_length(dist, both) + 1e-9
     assert worse > 0
 
 
@@ -148,12 +148,12 @@ def test_the_search_is_deterministic_and_never_reads_a_clock(monkeypatch):
     """Same distances and seed, same order, however time passes: a clock read anywhere in the solver would show."""
     import time
     rng = np.random.default_rng(5)
-    dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(64, 16))))
-    reference, _ = permute.shortest_path(dist, "tsp", seed=3)
+    dist = paths.l1_distances(torch.from_numpy(rng.normal(size=(64, 16))))
+    reference, _ = paths.shortest_path(dist, "tsp", seed=3)
     ticks = iter(np.cumsum(rng.exponential(1e3, size=100000)))  # a clock that jumps by ~1000 s per read
     for name in ("time", "perf_counter", "monotonic", "process_time"):
         monkeypatch.setattr(time, name, lambda: next(ticks))
-    again, _ = permute.shortest_path(dist, "tsp", seed=3)
+    again, _ = paths.shortest_path(dist, "tsp", seed=3)
     assert np.array_equal(reference, again)
     model, x = _net(8, 4, batchnorm=False), torch.randn(2, 3, 8, 8)
     assert permute.smooth(model, x)[1] == permute.smooth(model, x)[1]  # the whole report: no timing in it either
@@ -161,7 +161,7 @@ def test_the_search_is_deterministic_and_never_reads_a_clock(monkeypatch):
 
 def test_greedy_is_the_best_nearest_neighbour_path():
     rng = np.random.default_rng(3)
-    dist = permute.l1_distances(torch.from_numpy(rng.normal(size=(12, 5))))
+    dist = paths.l1_distances(torch.from_numpy(rng.normal(size=(12, 5))))
 
     def from_start(s):  # the textbook loop
         path, left = [s], set(range(12)) - {s}
@@ -169,16 +169,16 @@ def test_greedy_is_the_best_nearest_neighbour_path():
             path.append(min(left, key=lambda k: dist[path[-1], k]))
             left.remove(path[-1])
         return path
-    best = min(permute.path_length(dist, from_start(s)) for s in range(12))
-    assert permute.path_length(dist, permute.greedy_path(dist)) == pytest.approx(best)
+    best = min(paths.path_length(dist, from_start(s)) for s in range(12))
+    assert paths.path_length(dist, paths.greedy_path(dist)) == pytest.approx(best)
 
 
 def test_points_on_a_line_are_visited_end_to_end():
     """Points on a line: the only optimal open paths run from one end to the other."""
     pos = np.array([0.0, 7.0, 2.0, 9.0, 4.0, 1.0, 8.0, 3.0, 5.0, 6.0] * 3)[:25] + np.arange(25) * 10.0
     dist = np.abs(pos[:, None] - pos[None, :])
-    order, _ = permute.shortest_path(dist, "tsp")
-    assert permute.path_length(dist, order) == pytest.approx(pos.max() - pos.min())
+    order, _ = paths.shortest_path(dist, "tsp")
+    assert paths.path_length(dist, order) == pytest.approx(pos.max() - pos.min())
 
 
 def test_groups_match_torch_pruning_dependency_graph():
@@ -250,4 +250,4 @@ def test_bad_input_names_the_tensor():
     with pytest.raises(KitError, match="No permutable channel groups"):
         permute.channel_groups(nn.Sequential(nn.Linear(3, 3)))
     with pytest.raises(KitError, match="Unknown permutation method"):
-        permute.shortest_path(np.zeros((4, 4)), "annealing")
+        paths.shortest_path(np.zeros((4, 4)), "annealing")

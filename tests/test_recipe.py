@@ -1,4 +1,4 @@
-"""The null control and the kit's pre-fit recipe (issue 15): oracle and invariance tests of each new part."""
+"""The null control and the kit's pre-fit recipe: oracle and invariance tests of each new part."""
 import copy
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from kit import config as C
-from kit import metamorph, metatrain, results, study
+from kit import metamorph, metatrain, morphtask, permute, results, study
 from kit.inr import WeightINR, TensorSpec, coordinates, fourier_features
 
 BLOCKS = ["layer1.0", "layer2.0"]
@@ -52,7 +52,7 @@ def test_training_the_null_control_moves_only_the_tail_and_keeps_alpha_at_zero(s
     from kit.runtime import seed_everything
     path, _ = smoothed_smoke
     cfg = C.build(C.MorphConfig, "smoke", {"method": "null", "gammas_eval": [0.0, 0.5]})
-    prior = metatrain.load_smoothed(path)[0]
+    prior = permute.load_smoothed(path)[0]
     result = metatrain.train_morph(cfg, path, tmp_path)
     assert set(result.metrics["alpha"].values()) == {0.0}
     assert result.metrics["accuracy"]["0"] == result.metrics["accuracy"]["0.5"]  # no γ in a network without blocks
@@ -93,8 +93,8 @@ def test_the_relative_reconstruction_is_the_squared_relative_error():
     t = {"w": torch.tensor([3.0, 4.0]), "v": torch.tensor([1.0, 0.0])}
     w = {"w": torch.tensor([3.0, 4.5]), "v": torch.tensor([0.0, 0.0])}
     expected = ((0.5 ** 2) / 25 + 1.0) / 2
-    assert metatrain.reconstruction_loss(w, t, "relative").item() == pytest.approx(expected)
-    assert metatrain.reconstruction_loss(t, t, "relative").item() == 0
+    assert morphtask.reconstruction_loss(w, t, "relative").item() == pytest.approx(expected)
+    assert morphtask.reconstruction_loss(t, t, "relative").item() == 0
 
 
 def test_a_prefitted_inr_gives_the_priors_logits(smoothed_smoke):
@@ -105,7 +105,7 @@ def test_a_prefitted_inr_gives_the_priors_logits(smoothed_smoke):
     net = metamorph.MetamorphicNet(prior, ["layer1.0"], C.INRConfig(hidden=64, depth=3, num_freqs=6), noise=0.0,
                                    alpha_scaling=True, alpha_init=1.0)
     net.set_active(1)
-    record = metatrain.prefit(net, metatrain.block_slots(0), steps=600, lr=3e-3, noise=0.0, seed=0)
+    record = metatrain.prefit(net, metamorph.block_slots(0), steps=600, lr=3e-3, noise=0.0, seed=0)
     assert max(record["error"].values()) <= 0.05, record["error"]
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
@@ -118,7 +118,7 @@ def test_the_prefit_touches_only_the_blocks_it_fits(smoothed_smoke):
     _, prior = smoothed_smoke
     net = metamorph.MetamorphicNet(prior, BLOCKS, C.INRConfig(hidden=16, depth=2, num_freqs=3))
     before = {k: v.clone() for k, v in net.inr.state_dict().items()}
-    metatrain.prefit(net, metatrain.block_slots(1), steps=20, lr=3e-3, noise=0.5, seed=0)
+    metatrain.prefit(net, metamorph.block_slots(1), steps=20, lr=3e-3, noise=0.5, seed=0)
     after = net.inr.state_dict()
     # each bank stacks its MLPs: kernels of slots 0, 2 (block 0) and 4, 6 (block 1) are rows 0, 1, 2, 3; biases alike
     for name, value in after.items():

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from kit import figures, io, plots, report, study
+from kit import diagnostics, figures, io, plots, report, study
 
 SETTING = "layer2.1,layer2.2,layer3.1"
 KINDS = {"0": "seen", "0.25": "seen", "0.265625": "between", "0.5": "seen", "0.75": "smaller"}
@@ -67,6 +67,13 @@ def test_table_1_holds_mean_and_std_over_seeds_and_the_individual_cost(run_folde
     assert individual[-1] == (20.0, 0.0)  # the Individual cost sums every network trained (2 × 600 s)
     assert "4 HTTY ablation row(s), 7 pre-fit recipe ablation row(s)" in " ".join(table.notes)
     assert "+" in report.describe_table(table) and "NeuMeta's" in report.describe_table(table)
+
+
+def test_a_runs_siblings_are_the_other_curves_on_its_blocks(run_folder):
+    from kit import results
+    siblings = results.sibling_curves(run_folder / results.MORPH_FOLDER / "htty-s0", SETTING)
+    assert set(siblings) == {"htty", "neumeta", "htty − alpha"}  # itself, the null control and Table 2's run left out
+    assert siblings["htty"] == io.read_json(run_folder / results.MORPH_FOLDER / "htty-s1" / "metrics.json")["accuracy"]
 
 
 def test_table_2_uses_the_one_block_runs_and_says_what_it_lacks(run_folder):
@@ -141,20 +148,20 @@ def _with_blocks(folder, name, block_report):
 
 
 def test_the_sentences_switch_wording_on_the_measured_block_report():
-    assert study.block_state(OFF) == study.OFF and study.block_state(ON) == study.ON and study.block_state({}) is None
-    assert study.block_state({"b": {**ON["b0"], "error conv1.weight": 0.6}}) == study.DEPARTING
-    assert "branch scale 0.000–0.004, kernel error 1.00–1.04: switched off" in study.block_sentence("htty", OFF)
-    off, on = study.curve_reading("HTTY", OFF), study.curve_reading("prefit", ON)
+    assert diagnostics.block_state(OFF) == diagnostics.OFF and diagnostics.block_state(ON) == diagnostics.ON and diagnostics.block_state({}) is None
+    assert diagnostics.block_state({"b": {**ON["b0"], "error conv1.weight": 0.6}}) == diagnostics.DEPARTING
+    assert "branch scale 0.000–0.004, kernel error 1.00–1.04: switched off" in diagnostics.block_sentence("htty", OFF)
+    off, on = diagnostics.curve_reading("HTTY", OFF), diagnostics.curve_reading("prefit", ON)
     assert "interpolating" not in off and "extrapolating" not in off and "flat" not in off  # no curve: no shape
-    flat = study.curve_reading("HTTY", OFF, {"0": 0.801, "0.5": 0.795, "0.75": 0.80})
+    flat = diagnostics.curve_reading("HTTY", OFF, {"0": 0.801, "0.5": 0.795, "0.75": 0.80})
     assert "the curve is flat (79.5–80.1%) because of that" in flat
-    spread = study.curve_reading("HTTY", OFF, {"0": 0.8, "1": 0.7})
+    spread = diagnostics.curve_reading("HTTY", OFF, {"0": 0.8, "1": 0.7})
     assert "still spans 70.0–80.0% over γ" in spread and "flat" not in spread and "no evidence" in spread
     assert "interpolating" in on and "extrapolating" in on and "flat" not in on
     departing = {b: {**r, "error conv1.weight": 0.37} for b, r in ON.items()}  # on, kernels not the prior's
-    assert "depart" in study.curve_reading("prefit", departing) and "interpolating" in study.curve_reading("prefit", departing)
+    assert "depart" in diagnostics.curve_reading("prefit", departing) and "interpolating" in diagnostics.curve_reading("prefit", departing)
     merged = {f"{b} · seed {s}": row for s in (0, 1) for b, row in OFF.items()}  # two seeds: still three blocks
-    assert study.block_numbers(merged).startswith("3 generated block(s)")
+    assert diagnostics.block_numbers(merged).startswith("3 generated block(s)")
 
 
 def test_the_report_caveats_htty_gaps_when_its_blocks_are_switched_off(run_folder):
@@ -202,6 +209,24 @@ def test_figure_notes_are_clear_of_every_legend(run_folder):
         for t in notes:
             for legend in legends:
                 assert not _overlap(t.get_window_extent(renderer), legend.get_window_extent(renderer)), draw.__name__
+        plt.close(fig)
+
+
+def test_no_legend_covers_any_axes(run_folder):
+    run = report.collect(run_folder)
+    history = [{"run_epoch": e, "epoch": e, "stage": 1 + (e > 2), "loss": 1.0 / e, "val_loss": 1.1 / e,
+                "train_accuracy": 0.5, "val_accuracy": 0.6, "test_accuracy": None} for e in (1, 2, 3, 4)]
+    drawn = [figures.dense_gamma(run, report.settings(run)[0]), figures.compression(run, report.settings(run)[0]),
+             figures.blocks_sweep(run, report.settings(run)[0]), plots.training_curves(history)]
+    for fig in drawn:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert legends, fig.texts
+        for legend in legends:
+            for ax in fig.axes:  # the data area of every panel, the one the legend belongs to included
+                assert not _overlap(legend.get_window_extent(renderer), ax.get_window_extent(renderer)), \
+                    (fig.axes[0].get_title(), [t.get_text() for t in legend.get_texts()][:2])
         plt.close(fig)
 
 

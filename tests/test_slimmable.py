@@ -208,7 +208,7 @@ def test_slimmable_rows_are_its_recorded_networks_at_every_gamma(smoke_prior, tm
     assert {r["family"] for r in rows} == {"slimmable"} and len({r["train_seconds"] for r in rows}) == 1
     assert metrics["steps"] == slimmable.budget(cfg.slimmable, cfg.slimmable.train_images)["steps"]
     net, rec = slimmable.load(tmp_path / "slimmable" / "slimmable.pt")
-    calib = baselines.calibration(data, rec["calibration"]["images"], rec["calibration"]["seed"])[0]
+    calib = D.calibration(data, rec["calibration"]["images"], rec["calibration"]["seed"])[0]
     for r in rows:  # the saved network, recalibrated at γ as the row was, gives the row's accuracy, cost and widths
         model = net.export(r["gamma"], calib, rec["calibration"]["batch_size"])
         assert train.evaluate(model, data, "test")["accuracy"] == pytest.approx(r["accuracy"], abs=1e-9)

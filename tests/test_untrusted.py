@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit import cli, config as C, io, metamorph, metatrain, models, results, train
+from kit import cli, config as C, io, metamorph, models, permute, results, train
 from kit.errors import KitError
 
 KIT = Path(__file__).resolve().parents[1] / "kit"
@@ -120,7 +120,7 @@ def test_the_explorer_and_the_loaders_refuse_crafted_files_without_running_them(
                        (lambda: widgets.GammaExplorer(evil["metamorph.pt"]), "metamorph.pt"),
                        (lambda: metamorph.load(evil["metamorph.pt"]), "metamorph.pt"),
                        (lambda: train.load_prior(evil["prior.pt"]), "prior.pt"),  # also exported networks' loader
-                       (lambda: metatrain.load_smoothed(evil["smoothed.pt"]), "smoothed.pt")):
+                       (lambda: permute.load_smoothed(evil["smoothed.pt"]), "smoothed.pt")):
         _raises(call, str(evil[name]), "Python objects", "if an older version of this kit wrote it")
     assert not marker.exists()
 
@@ -134,13 +134,13 @@ def test_a_crafted_training_checkpoint_is_refused_when_a_run_resumes(capsys, tmp
 
 
 def test_a_crafted_cifar_file_placed_in_data_is_refused_without_running_it(tmp_path):
-    from kit import data as D
-    marker, folder = tmp_path / "marker", tmp_path / D.CIFAR["cifar10"]["folder"]
+    from kit import datasets
+    marker, folder = tmp_path / "marker", tmp_path / datasets.CIFAR["cifar10"]["folder"]
     folder.mkdir()
-    spec = D.CIFAR["cifar10"]
+    spec = datasets.CIFAR["cifar10"]
     for member in spec["train"] + spec["test"] + [spec["meta"]]:  # the standard files, each a payload
         (folder / member).write_bytes(pickle.dumps({b"data": Payload(marker), b"labels": [0]}, protocol=2))
-    _raises(lambda: D.read_cifar("cifar10", tmp_path, download=False), str(folder / spec["train"][0]),
+    _raises(lambda: datasets.read_cifar("cifar10", tmp_path, download=False), str(folder / spec["train"][0]),
             "Python object", "is refused")
     assert not marker.exists()
 
@@ -165,7 +165,7 @@ def test_the_valid_files_load_and_evaluate(capsys, files, tmp_path):
     """Positive control: the same files without the payload are accepted by the same entry points."""
     folder, _ = files
     train.load_prior(folder / "prior.pt")
-    metatrain.load_smoothed(folder / "smoothed.pt")
+    permute.load_smoothed(folder / "smoothed.pt")
     assert cli.main(["morph", "--checkpoint", str(folder / "metamorph.pt"), "--gamma", "0.25",
                      "--out", str(tmp_path / "exported.pt")]) == 0
     exported, record = train.load_prior(tmp_path / "exported.pt")  # the exported network, through the same loader
@@ -189,7 +189,7 @@ def test_non_finite_weights_are_refused_naming_the_file_and_the_tensor(capsys, f
         paths[name, "tensor"] = tensor
     words = lambda name: (str(paths[name]), paths[name, "tensor"], "non-finite")
     _raises(lambda: train.load_prior(paths["prior.pt"]), *words("prior.pt"))
-    _raises(lambda: metatrain.load_smoothed(paths["smoothed.pt"]), *words("smoothed.pt"))
+    _raises(lambda: permute.load_smoothed(paths["smoothed.pt"]), *words("smoothed.pt"))
     _raises(lambda: explorer.Explorer(paths["metamorph.pt"]), *words("metamorph.pt"))
     _fails(capsys, ["evaluate", "--checkpoint", str(paths["metamorph.pt"]), "--gammas", "0"], *words("metamorph.pt"))
     _fails(capsys, ["morph", "--checkpoint", str(paths["metamorph.pt"]), "--gamma", "0.25",

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from kit import blockwise, io, metamorph, metatrain, results, train
+from kit import blockwise, io, metamorph, morphtask, results, train
 from kit import config as C
+from kit import data as D
 from kit.bench.timing import median_times
 from kit.errors import KitError
 from kit.runtime import pick_device, project_path
@@ -61,7 +62,7 @@ def bench_blockwise(run_dir: str | Path = "results/quick-fashion-mnist", variant
     net, record = metamorph.load(checkpoint)
     cfg = C.from_dict(C.MorphConfig, record["config"])
     net = net.to(dev)
-    data = metatrain.load_data_for(record["prior_config"], dev, cfg.batch_size, 4 * cfg.batch_size, 0, 0)
+    data = D.for_prior(record["prior_config"], dev, cfg.batch_size, 4 * cfg.batch_size, 0, 0)
     small = C.BlockwiseConfig(**{**C.to_dict(cfg.blockwise), "images": 2 * cfg.blockwise.batch_size})
     cache, _ = blockwise.caches_for(net, data, small, 0, probe=False)
     pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
@@ -77,7 +78,7 @@ def bench_blockwise(run_dir: str | Path = "results/quick-fashion-mnist", variant
         for p in params:
             p.grad = None
 
-    task = metatrain.MorphTask(net, cfg)
+    task = morphtask.MorphTask(net, cfg)
     opt, _ = task.configure_optimizer(cfg.optim, 100)
     batches = list(data.train_batches(torch.Generator().manual_seed(0)))[:cfg.accumulate]
     state = {k: v.clone() for k, v in net.trainable_state().items()}

@@ -1,5 +1,5 @@
 """`python -m kit bench explorer`: how long one update of the γ explorer takes (target: under 1 s on 2 CPU cores for
-the quick network, issue 7).
+the quick network).
 
 Drives a `kit.widgets.GammaExplorer` as a user does, by setting its controls' values (which runs the same callback
 as releasing a slider in the browser), and times each update end to end: the view (generation, evaluation on the

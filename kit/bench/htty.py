@@ -6,7 +6,7 @@ rounds in one process, on one batch size:
               stage of the profile): 4 configurations, each generating its blocks and running the network
   prior ×4    4 optimiser steps of plain training of the prior (the same ResNet with BatchNorm, SGD)
   INR part    the INR's own forward and backward for the same 4 configurations (generation and its gradient only)
-The INR's share is INR part / htty step (issue target for `quick` on the CPU: under 25%). Weights are random:
+The INR's share is INR part / htty step (the target for `quick` on the CPU: under 25%). Weights are random:
 timing does not depend on them. To tell overhead from arithmetic, the INR part's matmul FLOPs (forward + backward
 ≈ 3 × forward) are divided by its time and compared with one plain matmul of the INR's hidden shape: the INR part
 can be no faster than its FLOPs at that rate (the "floor").
@@ -18,7 +18,7 @@ import statistics
 import torch
 
 from kit import config as C
-from kit import metamorph, metatrain, models, train
+from kit import metamorph, models, morphtask, train
 from kit.bench.timing import median_times, timed
 from kit.runtime import pick_device
 
@@ -34,7 +34,7 @@ def bench_htty(profile: str = "quick", device: str = "auto", rounds: int = 5, in
                                    cfg.alpha_scaling, cfg.train_tail).to(dev)
     with torch.no_grad():
         net.alpha.fill_(0.5)  # a trained-looking α: the branch's backward is not skipped
-    task = metatrain.MorphTask(net, cfg)
+    task = morphtask.MorphTask(net, cfg)
     opt, _ = task.configure_optimizer(cfg.optim, 100)
     prior_task = train.ClassifierTask(plain.train())
     prior_opt, _ = prior_task.configure_optimizer(prior_cfg.optim, 100)

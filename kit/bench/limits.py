@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from kit import blockwise, io, metamorph, metatrain, prefit, results, train, widthstudy
+from kit import blockwise, diagnostics, io, metamorph, permute, prefit, results, train, widthstudy
 from kit import config as C
+from kit import data as D
 from kit.errors import KitError
 from kit.runtime import project_path
 
@@ -54,7 +55,7 @@ def regress(net: metamorph.MetamorphicNet, targets: dict[float, dict[str, torch.
         loss = 0.0
         for gamma, want in targets.items():
             got = net.generate({b: gamma for b in net.active_blocks}, noise=noise, generator=generator)
-            loss = loss + torch.stack([prefit.relative_squared_error(got[k], want[k]) for k in got]).mean() / len(targets)
+            loss = loss + torch.stack([diagnostics.relative_squared_error(got[k], want[k]) for k in got]).mean() / len(targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -77,7 +78,7 @@ def bench_limits(run_dir: str | Path = "results/quick-fashion-mnist", variant: s
     cfg = C.from_dict(C.MorphConfig, record["config"])
     if not cfg.width_distillation:
         raise KitError(f"{checkpoint} was trained without width distillation; bench limits reads a block-wise recipe run.")
-    data = metatrain.load_data_for(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images, seed)
+    data = D.for_prior(record["prior_config"], "cpu", cfg.batch_size, cfg.train_images, cfg.val_images, seed)
     cache, probe = blockwise.caches_for(net, data, cfg.blockwise, seed)
     pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
     gammas = [float(g) for g in s["gammas"]]
@@ -115,7 +116,7 @@ def bench_limits(run_dir: str | Path = "results/quick-fashion-mnist", variant: s
         trial = copy.deepcopy(net)
         curve = regress(trial, targets, s["regress_steps"], s["regress_lr"], cfg.coordinate_noise, seed)
         with torch.no_grad():
-            distance = {metamorph.gamma_key(g): {k: float(prefit.relative_squared_error(v, targets[g][k]).sqrt())
+            distance = {metamorph.gamma_key(g): {k: float(diagnostics.relative_squared_error(v, targets[g][k]).sqrt())
                                                  for k, v in trial.generate({b: g for b in trial.active_blocks}).items()
                                                  if k.endswith("weight")} for g in targets}
         rows[f"INR regressed onto free blocks ({len(targets)} widths)"] = {
@@ -123,7 +124,7 @@ def bench_limits(run_dir: str | Path = "results/quick-fashion-mnist", variant: s
             "seconds": time.perf_counter() - start}
         regression = {"curve": curve, "distance": distance, "widths": [float(g) for g in targets],
                       "steps": s["regress_steps"], "lr": s["regress_lr"]}
-    prior, _ = metatrain.load_smoothed(smoothed)
+    prior, _ = permute.load_smoothed(smoothed)
     precision = []
     for hidden, steps, noise in s["precision"]:
         torch.manual_seed(seed)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from kit import models, permute, train
+from kit import models, paths, permute, train
 from kit.runtime import project_path, seed_everything
 
 
@@ -31,7 +31,7 @@ def _smooth_with(folded: torch.nn.Module, solve) -> tuple[float, float, dict]:
     """(seconds, TV reduction, permutation) of smoothing `folded` with `solve(dist, group index)` for every group."""
     state, groups = folded.state_dict(), permute.channel_groups(folded)
     t0 = time.perf_counter()
-    order = {g.name: [int(k) for k in solve(permute.l1_distances(permute.group_features(state, g)), i)]
+    order = {g.name: [int(k) for k in solve(paths.l1_distances(permute.group_features(state, g)), i)]
              for i, g in enumerate(groups)}
     seconds = time.perf_counter() - t0
     smoothed = models.from_arch(folded.arch)
@@ -62,7 +62,7 @@ def bench_permute(widths=(16, 64), depth: int = 56, kicks: int = 20, reference_s
         row = {"model": f"ResNet-{net.arch['depth']} width {net.arch['width']}", "groups": len(groups),
                "largest_group": max(g.channels(folded.state_dict()) for g in groups), "kicks": kicks,
                "reference_budget": reference_seconds if reference else None}
-        solvers = {"kit": lambda d, i: permute.shortest_path(d, "tsp", i, kicks)[0]}
+        solvers = {"kit": lambda d, i: paths.shortest_path(d, "tsp", i, kicks)[0]}
         if reference:
             solvers["reference"] = lambda d, i: fast_tsp_path(d, reference_seconds) if len(d) > 2 else np.arange(len(d))
         for key, solve in solvers.items():

@@ -1,12 +1,12 @@
-"""`python -m kit bench prefit`: what the kit's pre-fit recipe costs (issue 15), measured on a real smoothed prior.
+"""`python -m kit bench prefit`: what the kit's pre-fit recipe costs, measured on a real smoothed prior.
 
   pre-fit per block   seconds of `prefit.prefit` (the profile's steps) for each metamorphic block in turn, and the
                       relative error ‖W − W*‖/‖W*‖ it reaches per kernel
   recipe step         one optimiser step of the pre-fit recipe (`accumulate` = 2 configurations, tail frozen,
                       distillation from the prior) against one HTTY step (4 configurations) with every block
                       generated, alternating rounds in one process (`kit.bench.timing.median_times`)
-  time to acceptance  read from a finished run folder: the recipe run's training + evaluation seconds when issue 15's
-                      quick acceptance holds there, else the criteria that fail and their measured figures
+  time to acceptance  read from a finished run folder: the recipe run's training + evaluation seconds when the
+                      quick targets hold there, else the criteria that fail and their measured figures
 """
 from __future__ import annotations
 
@@ -15,20 +15,21 @@ from pathlib import Path
 import torch
 
 from kit import config as C
-from kit import io, metamorph, metatrain, results, train
+from kit import data as D
+from kit import io, metamorph, morphtask, permute, results, train
 from kit.bench.timing import median_times
 from kit.errors import KitError
-from kit.prefit import block_slots, prefit
+from kit.prefit import prefit
 from kit.runtime import pick_device, project_path
 
-# issue 15's quick acceptance, in points (what the bench reports against; the kit itself holds no thresholds)
+# the pre-fit recipe's quick targets, in points (what the bench reports against; the kit itself holds no thresholds)
 TARGETS = {"prior_gap_at_0": ("≤", 1.0), "worst_seen_gap": ("≤", 2.0), "seen_to_between_drop": ("<", 0.5),
            "min_over_null": ("≥", 3.0), "min_over_pruning": (">", 0.0), "max_kernel_error": ("≤", 0.3),
            "min_branch_scale": ("≥", 0.5)}
 
 
 def holds(figures: dict) -> dict[str, bool | None]:
-    """{criterion: whether the measured figure meets issue 15's target} (None where it was not measured)."""
+    """{criterion: whether the measured figure meets its quick target} (None where it was not measured)."""
     ops = {"≤": lambda a, b: a <= b, "<": lambda a, b: a < b, "≥": lambda a, b: a >= b, ">": lambda a, b: a > b}
     return {k: None if figures.get(k) is None else ops[op](figures[k], v) for k, (op, v) in TARGETS.items()}
 
@@ -41,7 +42,7 @@ def bench_prefit(run_dir: str | Path = "results/quick-fashion-mnist", profile: s
         raise KitError(f"No smoothed prior at {smoothed}; run `make run` (or the pipeline up to notebook 02) first, "
                        "or pass --run another run folder.")
     dev = pick_device(device)
-    prior, record = metatrain.load_smoothed(smoothed)
+    prior, record = permute.load_smoothed(smoothed)
     cfg = C.build(C.MorphConfig, profile, {"method": "prefit"})
     htty_cfg = C.build(C.MorphConfig, profile, {"method": "htty"})
     blocks = metamorph.blocks_for(prior, cfg.setting)
@@ -50,14 +51,14 @@ def bench_prefit(run_dir: str | Path = "results/quick-fashion-mnist", profile: s
     fits = {}
     for i, block in enumerate(blocks):
         net.set_active(i + 1)
-        rec = prefit(net, block_slots(i), cfg.prefit_steps, cfg.prefit_lr, cfg.prefit_noise, i)
+        rec = prefit(net, metamorph.block_slots(i), cfg.prefit_steps, cfg.prefit_lr, cfg.prefit_noise, i)
         fits[block] = {"seconds": rec["seconds"], "error": rec["error"]}
-    data = metatrain.load_data_for(record["config"], dev, cfg.batch_size, 4 * cfg.batch_size, 0, 0)
+    data = D.for_prior(record["config"], dev, cfg.batch_size, 4 * cfg.batch_size, 0, 0)
     batches = list(data.train_batches(torch.Generator().manual_seed(0)))[:4]
     tasks = {}
     for name, c in (("recipe step", cfg), ("htty step", htty_cfg)):
         n = metamorph.MetamorphicNet(prior, blocks, c.inr, c.coordinate_noise, True, c.train_tail, 0.5).to(dev)
-        task = metatrain.MorphTask(n, c)
+        task = morphtask.MorphTask(n, c)
         opt, _ = task.configure_optimizer(c.optim, 100)
         tasks[name] = (task, opt, batches[:c.accumulate], c)
     runs = {name: (lambda t=t: train.train_step(t[0], t[1], t[2], dev, t[3].runtime.amp, t[3].optim.grad_clip))
