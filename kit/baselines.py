@@ -115,12 +115,12 @@ def prune_rows(prior: models.ResNet, prior_cfg: C.PriorConfig, cfg: C.BaselineCo
 
 
 def slimmable_rows(prior: models.ResNet, record: dict, prior_cfg: C.PriorConfig, cfg: C.BaselineConfig,
-                   blocks: list[str], data: D.Data, out_dir: str | Path, tag: str = "") -> tuple[list[dict], dict]:
+                   blocks: list[str], data: D.Data, out_dir: str | Path) -> tuple[list[dict], dict]:
     """(rows at every γ of cfg.slimmable.gammas, what the run recorded) of the slimmable network of cfg.seed: trained
-    (or resumed, or reloaded when finished) in out_dir/slimmable<tag>/. `data` is the prior's dataset (calibration
-    images are drawn from its whole training split, as the γ explorer draws them)."""
+    (or resumed, or reloaded when finished) in `slimmable.folder(out_dir, seed, seeds)`. `data` is the prior's
+    dataset (calibration images are drawn from its whole training split, as the γ explorer draws them)."""
     s, seed = cfg.slimmable, cfg.seed
-    folder = Path(out_dir) / f"slimmable{tag}"
+    folder = slimmable.folder(out_dir, seed, cfg.seeds)
     fingerprint = {"prior": permute.state_digest(prior), "blocks": list(blocks), "seed": seed,
                    "scores": prune.score_fingerprint(prior, blocks, cfg.calibration_images, seed),
                    "slimmable": C.to_dict(s), "data": C.to_dict(prior_cfg.data)}
@@ -247,8 +247,8 @@ def run(cfg: C.BaselineConfig, prior_path: str | Path, out_dir: str | Path) -> l
         rows += prune_rows(prior, prior_cfg, dataclasses.replace(cfg, seed=seed), blocks, data, out_dir,
                            store.rows, store.add)
     for seed in seeds if cfg.slimmable.train else ():
-        rows += slimmable_rows(prior, record, prior_cfg, dataclasses.replace(cfg, seed=seed), blocks, data, out_dir,
-                               tag(seed))[0]
+        rows += slimmable_rows(prior, record, prior_cfg, dataclasses.replace(cfg, seed=seed), blocks, data,
+                               out_dir)[0]
     return rows
 
 

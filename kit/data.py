@@ -161,7 +161,8 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu", seed: int = 0) -> 
 
 
 def calibration(data: Data, images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The calibration draw of pruning scores and of BN statistics: a class-balanced draw of `images` normalised, unaugmented training images (N, C, H, W) and labels (N,)."""
+    """The calibration draw of pruning scores and of BN statistics: a class-balanced draw of `images` normalised,
+    unaugmented training images (N, C, H, W) and labels (N,)."""
     split = data.splits["train"]
     idx = balanced_order(split.labels.cpu(), torch.Generator().manual_seed(seed))[:images].to(split.labels.device)
     return data.normalise(split.images[idx]), split.labels[idx]

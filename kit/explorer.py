@@ -30,7 +30,7 @@ import torch
 
 from kit import config as C
 from kit import data as D
-from kit import diagnostics, io, metamorph, models, names, plots, results, train
+from kit import diagnostics, io, metamorph, models, names, plots, results, slimmable, train
 from kit.errors import KitError
 from kit.runtime import autocast, pick_device, project_path
 
@@ -149,7 +149,7 @@ def discover(checkpoint: Path, record: dict, blocks: list[str],
                 curve = lambda ft: {metamorph.gamma_key(r["gamma"]): r["accuracy"] for r in rows
                                     if r["criterion"] == c and r["family"] == PRUNING and r["finetuned"] == ft}
                 methods[f"prune-{c}"] = Method(f"prune-{c}", f"pruning: {c}", PRUNING, prior, curve(False), 1, curve(True))
-            folder = run_dir / "04_baselines" / ("slimmable-s%d" % seed if b["config"].get("seeds", 1) > 1 else "slimmable")
+            folder = slimmable.folder(run_dir / "04_baselines", seed, b["config"].get("seeds", 1))
             slim = {metamorph.gamma_key(r["gamma"]): r["accuracy"] for r in rows if r["family"] == SLIMMABLE}
             if slim and (folder / "slimmable.pt").is_file():
                 methods[SLIMMABLE] = Method(SLIMMABLE, "universally slimmable (US-Nets)", SLIMMABLE,
@@ -207,7 +207,7 @@ class Explorer:
 
     def on_grid(self, gamma: float) -> float:
         """The γ of the slider's grid (steps of one channel of the widest block, from the lowest γ) nearest `gamma`."""
-        lo = self.gamma_range()[0]
+        lo = metamorph.GAMMA_MIN  # the lowest γ of `gamma_range`
         return lo + round((gamma - lo) / self.step) * self.step
 
     def default_settings(self) -> Settings:
@@ -235,7 +235,6 @@ class Explorer:
     def _slimmable(self, m: Method):
         """(the slimmable network, its slimmable.pt record, the training images notebook 04 calibrated its BN with)."""
         if self._slim is None:
-            from kit import slimmable
             net, record = slimmable.load(m.path)
             c = record["calibration"]
             images = D.calibration(self.data, c["images"], c["seed"])[0]

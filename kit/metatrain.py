@@ -116,9 +116,22 @@ class Run:
     digest: str  # of the smoothed skeleton the INR is trained on: a checkpoint of another prior is refused
     pool: list[float]  # the training pool's γ
     width_gammas: list[float]  # where the width study measures every block
+    plan: list[tuple[int, int]]  # (active blocks, epochs) per stage: `stage_plan`
     history: list[dict] = field(default_factory=list)  # every epoch of every stage
     stages: list[dict] = field(default_factory=list)  # one record per stage
     seconds: float = 0.0  # training time: pre-fit, distillation and end-to-end phases
+
+    def checkpoint(self, stage: int) -> Path:
+        """The end-to-end phase's checkpoint of a stage (every epoch; a finished stage's state)."""
+        return self.out_dir / f"checkpoint_stage{stage}.pt"
+
+    def distillation(self, stage: int) -> Path:
+        """The width distillation's checkpoint and record of a stage."""
+        return self.out_dir / f"blockwise_stage{stage}.pt"
+
+    def prefit_file(self, stage: int) -> Path:
+        """The pre-fit's record of a stage (its state lives in the later phases' checkpoints)."""
+        return self.out_dir / f"prefit_stage{stage}.json"
 
     def fingerprint(self, stage: int, active: int) -> dict:
         """What a stage's checkpoints must have been written with to be resumed (the config, the skeleton, the stage)."""
@@ -136,23 +149,23 @@ def prepare(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Path, 
     net = metamorph.MetamorphicNet(prior, metamorph.blocks_for(prior, cfg.setting), cfg.inr, cfg.coordinate_noise,
                                    cfg.alpha_scaling, cfg.train_tail, cfg.alpha_init)
     net.inr.requires_grad_(cfg.train_inr)
-    for gamma in {*metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size), *cfg.select_gammas, *cfg.gammas_eval}:
+    pool = metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size)
+    for gamma in {*pool, *cfg.select_gammas, *cfg.gammas_eval}:
         net.widths(gamma)
     net.to(device)
     initial = {k: v.clone() for k, v in net.inr.state_dict().items()}
     net.set_active(1 if cfg.incremental else len(net.blocks))
     return Run(cfg, Path(smoothed_path), Path(out_dir), resume, prior, record, device, data, generator, net, initial,
-               permute.state_digest(prior), metamorph.pool_gammas(cfg.gamma_max, cfg.pool_size), width_study_gammas(cfg))
+               permute.state_digest(prior), pool, width_study_gammas(cfg), stage_plan(cfg, len(net.blocks)))
 
 
 def generate(run: Run, stage: int, active: int) -> tuple[dict, dict, bool]:
     """Stage `stage`'s new blocks become generated (`activate`); with the pre-fit they are fitted to the prior's
     tensors, unless a resumed stage's later phase has already saved (which holds that state). Returns (the pre-fit
     records, the neutral-size probe, whether the pre-fit ran now)."""
-    cfg, net, out = run.cfg, run.net, run.out_dir
-    later = (out / f"checkpoint_stage{stage}.pt").exists() or (cfg.width_distillation and
-                                                               (out / f"blockwise_stage{stage}.pt").exists())
-    again = not (run.resume and later and (out / f"prefit_stage{stage}.json").exists())  # the pre-fit's work is due
+    cfg, net = run.cfg, run.net
+    later = run.checkpoint(stage).exists() or (cfg.width_distillation and run.distillation(stage).exists())
+    again = not (run.resume and later and run.prefit_file(stage).exists())  # the pre-fit's work is due
     added = activate(net, active, cfg.incremental and cfg.inr_init, run.initial, 0 if stage == 1 else None)
     records = prefit_blocks(net, added, cfg, stage) if cfg.prefit and again else {}
     probe = {}
@@ -171,7 +184,7 @@ def prefit_record(run: Run, stage: int, records: dict, probe: dict, fitted_now: 
                   probe_cache) -> tuple[dict, dict, dict]:
     """The pre-fit's record in out_dir/prefit_stage<k>.json: written with the width study after the pre-fit when it
     ran now, read back in a resumed stage. Returns (the records, the probe, the width study so far)."""
-    cfg, fitted, widths = run.cfg, run.out_dir / f"prefit_stage{stage}.json", {}
+    cfg, fitted, widths = run.cfg, run.prefit_file(stage), {}
     if cfg.prefit and fitted_now:
         if probe_cache is not None:
             widths["after pre-fit"] = blockwise.width_errors(run.net, probe_cache, run.width_gammas)
@@ -187,10 +200,10 @@ def prefit_record(run: Run, stage: int, records: dict, probe: dict, fitted_now: 
 def distill(run: Run, stage: int, active: int, probe_cache) -> dict | None:
     """Block-wise width distillation of the stage's generated blocks (`kit.blockwise.run`), or the record of a resumed
     stage whose end-to-end phase has saved; None when the recipe has no such phase."""
-    cfg, distilled = run.cfg, run.out_dir / f"blockwise_stage{stage}.pt"  # the phase's checkpoint and record
+    cfg, distilled = run.cfg, run.distillation(stage)
     if not cfg.width_distillation:
         return None
-    if run.resume and (run.out_dir / f"checkpoint_stage{stage}.pt").exists():
+    if run.resume and run.checkpoint(stage).exists():
         return blockwise.finished_record(distilled, cfg.blockwise, run.fingerprint(stage, active))
     train_cache = blockwise.caches_for(run.net, run.data, cfg.blockwise, cfg.seed, probe=False)[0]
     return blockwise.run(run.net, train_cache, probe_cache, cfg.blockwise, run.pool, cfg.coordinate_noise,
@@ -209,10 +222,10 @@ def end_to_end(run: Run, stage: int, active: int, epochs: int, on_epoch_end) -> 
                  "test_accuracy": None, "test_loss": None, "lr": 0.0, "seconds": 0.0, "images_per_second": None,
                  **{f"val_{k}": v for k, v in val.items() if k not in ("accuracy", "loss")}, **task.epoch_log()}], 1, 0.0
     optim = dataclasses.replace(cfg.optim, epochs=epochs, warmup_epochs=cfg.optim.warmup_epochs if stage == 1 else 0.0)
-    fit = train.fit(task, run.data, optim, cfg.runtime, run.out_dir / f"checkpoint_stage{stage}.pt", run.generator,
-                    run.resume, run.fingerprint(stage, active), None if on_epoch_end is None else
+    fit = train.fit(task, run.data, optim, cfg.runtime, run.checkpoint(stage), run.generator, run.resume,
+                    run.fingerprint(stage, active), None if on_epoch_end is None else
                     (lambda epoch, rows: on_epoch_end(done + epoch, run.history + rows)),
-                    desc=f"{cfg.method} stage {stage}/{len(stage_plan(cfg, len(net.blocks)))}", test_each_epoch=False)
+                    desc=f"{cfg.method} stage {stage}/{len(run.plan)}", test_each_epoch=False)
     net.load_trainable(fit.best_state, "selected state")  # the next stage starts from this stage's selection
     return fit.history, fit.best_epoch, fit.seconds
 
@@ -220,7 +233,7 @@ def end_to_end(run: Run, stage: int, active: int, epochs: int, on_epoch_end) -> 
 def train_stage(run: Run, stage: int, active: int, epochs: int, on_epoch_end=None) -> None:
     """One stage, phase after phase, appended to the run's history and stage records."""
     cfg, net = run.cfg, run.net
-    _refuse_other_prior(run.out_dir / f"checkpoint_stage{stage}.pt", run.digest, run.smoothed_path, run.resume)
+    _refuse_other_prior(run.checkpoint(stage), run.digest, run.smoothed_path, run.resume)
     records, probe, fitted_now = generate(run, stage, active)
     probe_cache = blockwise.caches_for(net, run.data, cfg.blockwise, cfg.seed, train=False)[1] \
         if cfg.train_inr else None  # every active block's validation inputs and outputs: the width study's
@@ -296,8 +309,8 @@ def train_morph(cfg: C.MorphConfig, smoothed_path: str | Path, out_dir: str | Pa
     Each stage checkpoints to out_dir/checkpoint_stage<k>.pt after every epoch; a rerun resumes where it stopped
     (a finished stage is reloaded, not retrained). `on_epoch_end(epoch, history)` sees the whole run's history."""
     run = prepare(cfg, smoothed_path, out_dir, resume)
-    plan = stage_plan(cfg, len(run.net.blocks))
-    for stage, (active, epochs) in enumerate(tqdm(plan, desc=f"{cfg.method} stages", disable=not cfg.runtime.progress), 1):
+    for stage, (active, epochs) in enumerate(tqdm(run.plan, desc=f"{cfg.method} stages",
+                                                  disable=not cfg.runtime.progress), 1):
         train_stage(run, stage, active, epochs, on_epoch_end)
     return save(run, evaluate(run))
 

@@ -258,8 +258,9 @@ def table(summary: dict[str, dict], prior_accuracy: float | None) -> str:
 
 
 def recipe_figures(runs: dict[str, dict], baselines: dict | None, method: str = "prefit") -> dict | None:
-    """The figures the quick targets judge a recipe by (`kit.bench.prefit.TARGETS`), measured on one run folder (mean over `method`'s seeds on its main
-    setting); no thresholds here (they are the caller's). Gaps are in points (percentage points):
+    """The figures the quick targets judge a recipe by (`kit.bench.prefit.TARGETS`), measured on one run folder
+    (mean over `method`'s seeds on its main setting); no thresholds here (they are the caller's). Gaps are in points
+    (percentage points):
       prior_gap_at_0        prior − recipe at γ = 0
       worst_seen_gap        largest prior − recipe over the seen γ in [0, 0.5]
       seen_to_between_drop  mean over seen γ − mean over between γ

@@ -265,6 +265,12 @@ def evaluate_gammas(net: SlimmableNet, data: D.Data, gammas: Sequence[float], ca
     return out
 
 
+def folder(out_dir: str | Path, seed: int, seeds: int) -> Path:
+    """Where notebook 04 keeps the slimmable network of `seed`: out_dir/slimmable/, or slimmable-s<seed>/ when several
+    seeds share out_dir."""
+    return Path(out_dir) / ("slimmable" + (f"-s{seed}" if seeds > 1 else ""))
+
+
 def budget(cfg: C.SlimmableConfig, train_images: int) -> dict[str, int]:
     """Optimiser steps, images drawn and width passes (one image's forward and backward at one width) of a run on
     `train_images` training images: what is matched against the metamorphic runs' budget."""

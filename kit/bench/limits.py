@@ -55,7 +55,8 @@ def regress(net: metamorph.MetamorphicNet, targets: dict[float, dict[str, torch.
         loss = 0.0
         for gamma, want in targets.items():
             got = net.generate({b: gamma for b in net.active_blocks}, noise=noise, generator=generator)
-            loss = loss + torch.stack([diagnostics.relative_squared_error(got[k], want[k]) for k in got]).mean() / len(targets)
+            errors = [diagnostics.relative_squared_error(got[k], want[k]) for k in got]
+            loss = loss + torch.stack(errors).mean() / len(targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
